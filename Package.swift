@@ -1,0 +1,49 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Ferry",
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // libfuse3: used for mounting only (session, fusermount3, the /dev/fuse fd).
+        .systemLibrary(name: "CFUSE", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Thin C shims for syscalls Swift cannot call directly (variadic ioctl/syscall,
+        // flexible-array structs such as struct file_handle).
+        .target(name: "CFerrySys"),
+        // Typed Swift wrappers over the host syscalls: the only place raw pointers meet the kernel.
+        .target(name: "FerrySystem", dependencies: [
+            "CFerrySys",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // FUSE wire format: decode requests, encode replies. Pure, no syscalls.
+        .target(name: "FerryProtocol"),
+        // The passthrough filesystem over one host directory.
+        .target(name: "FerryFS", dependencies: [
+            "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Request dispatch: decoded request -> filesystem -> encoded reply.
+        .target(name: "FerryEngine", dependencies: [
+            "FerryProtocol", "FerryFS", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Transports: /dev/fuse sessions (mount through libfuse, reader threads).
+        .target(name: "FerryTransport", dependencies: [
+            "CFUSE", "FerryEngine", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "ferry", dependencies: [
+            "FerryTransport", "FerryEngine", "FerryFS", "FerrySystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"]),
+    ]
+)

@@ -1,0 +1,80 @@
+#define _GNU_SOURCE
+#include "ferry_sys.h"
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <pthread.h>
+
+int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
+int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
+int ferry_thread_setgroups(size_t count, const gid_t *groups) {
+    return (int)syscall(SYS_setgroups, count, groups);
+}
+int ferry_thread_unshare_fs(void) { return unshare(CLONE_FS); }
+
+int ferry_name_to_handle_at(int dirfd, const char *name, int flags,
+                            unsigned char *handle, unsigned int *handle_bytes, int *handle_type,
+                            int *mount_id) {
+    union {
+        struct file_handle fh;
+        unsigned char raw[sizeof(struct file_handle) + FERRY_MAX_HANDLE_SZ];
+    } buf;
+    buf.fh.handle_bytes = FERRY_MAX_HANDLE_SZ;
+    int r = name_to_handle_at(dirfd, name, &buf.fh, mount_id, flags);
+    if (r != 0) return r;
+    *handle_bytes = buf.fh.handle_bytes;
+    *handle_type = buf.fh.handle_type;
+    memcpy(handle, buf.fh.f_handle, buf.fh.handle_bytes);
+    return 0;
+}
+
+int ferry_open_by_handle_at(int mount_fd, const unsigned char *handle, unsigned int handle_bytes,
+                            int handle_type, int flags) {
+    union {
+        struct file_handle fh;
+        unsigned char raw[sizeof(struct file_handle) + FERRY_MAX_HANDLE_SZ];
+    } buf;
+    if (handle_bytes > FERRY_MAX_HANDLE_SZ) return -1;
+    buf.fh.handle_bytes = handle_bytes;
+    buf.fh.handle_type = handle_type;
+    memcpy(buf.fh.f_handle, handle, handle_bytes);
+    return open_by_handle_at(mount_fd, &buf.fh, flags);
+}
+
+ssize_t ferry_getdents64(int fd, void *buffer, size_t size) {
+    return syscall(SYS_getdents64, fd, buffer, size);
+}
+
+int ferry_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int ferry_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+                    unsigned int flags) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+int ferry_openat(int dirfd, const char *path, int flags, mode_t mode) {
+    return openat(dirfd, path, flags, mode);
+}
+
+int ferry_gettid(void) { return (int)syscall(SYS_gettid); }
+
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct ferry_statx *out) {
+    return (int)syscall(SYS_statx, dirfd, path, flags, mask, out);
+}
+
+int ferry_fallocate(int fd, int mode, int64_t offset, int64_t length) {
+    return fallocate(fd, mode, offset, length);
+}
+ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags) {
+    loff_t in = *off_in, out = *off_out;
+    ssize_t r = copy_file_range(fd_in, &in, fd_out, &out, len, flags);
+    *off_in = in; *off_out = out;
+    return r;
+}
+int ferry_syncfs(int fd) { return syncfs(fd); }
+int ferry_set_thread_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }

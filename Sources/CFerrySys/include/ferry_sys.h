@@ -1,0 +1,72 @@
+// Thin C shims for the few host calls Swift cannot make directly: variadic ioctl/syscall,
+// per-thread credential syscalls (glibc broadcasts setgroups to every thread), struct file_handle
+// (a flexible array member), getdents64 and unshare. Each is one call; all logic lives in Swift.
+#ifndef FERRY_SYS_H
+#define FERRY_SYS_H
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <sys/vfs.h>
+#include <pthread.h>
+
+/// Largest file handle the kernel hands out (MAX_HANDLE_SZ).
+#define FERRY_MAX_HANDLE_SZ 128
+
+/// setfsuid/setfsgid/setgroups for the calling thread only (raw syscalls). Return the syscall result.
+int ferry_thread_setfsuid(uid_t uid);
+int ferry_thread_setfsgid(gid_t gid);
+int ferry_thread_setgroups(size_t count, const gid_t *groups);
+/// unshare(CLONE_FS): gives the calling thread its own umask and cwd.
+int ferry_thread_unshare_fs(void);
+
+/// name_to_handle_at: fills handle bytes (up to FERRY_MAX_HANDLE_SZ), its size and type, and the mount id.
+int ferry_name_to_handle_at(int dirfd, const char *name, int flags,
+                            unsigned char *handle, unsigned int *handle_bytes, int *handle_type,
+                            int *mount_id);
+/// open_by_handle_at on a handle produced by ferry_name_to_handle_at.
+int ferry_open_by_handle_at(int mount_fd, const unsigned char *handle, unsigned int handle_bytes,
+                            int handle_type, int flags);
+
+/// getdents64(2).
+ssize_t ferry_getdents64(int fd, void *buffer, size_t size);
+
+/// ioctl(2) with a pointer argument.
+int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
+/// ioctl(2) with an integer argument.
+int ferry_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/// renameat2(2) through the raw syscall (works whatever glibc exposes).
+int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+                    unsigned int flags);
+
+/// openat(2) with a mode (Swift cannot call the variadic openat).
+int ferry_openat(int dirfd, const char *path, int flags, mode_t mode);
+
+/// struct statx as the kernel lays it out (declared here so no _GNU_SOURCE is needed).
+struct ferry_statx_timestamp { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
+struct ferry_statx {
+    uint32_t stx_mask, stx_blksize;
+    uint64_t stx_attributes;
+    uint32_t stx_nlink, stx_uid, stx_gid;
+    uint16_t stx_mode, spare0;
+    uint64_t stx_ino, stx_size, stx_blocks, stx_attributes_mask;
+    struct ferry_statx_timestamp stx_atime, stx_btime, stx_ctime, stx_mtime;
+    uint32_t stx_rdev_major, stx_rdev_minor, stx_dev_major, stx_dev_minor;
+    uint64_t stx_mnt_id;
+    uint32_t stx_dio_mem_align, stx_dio_offset_align;
+    uint64_t spare3[12];
+};
+/// statx(2) through the raw syscall.
+int ferry_statx(int dirfd, const char *path, int flags, unsigned int mask, struct ferry_statx *out);
+
+/// Calls glibc declares only under _GNU_SOURCE.
+int ferry_fallocate(int fd, int mode, int64_t offset, int64_t length);
+ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags);
+int ferry_syncfs(int fd);
+int ferry_set_thread_name(pthread_t thread, const char *name);
+
+/// gettid(2).
+int ferry_gettid(void);
+
+#endif

@@ -1,0 +1,55 @@
+import CFerrySys
+import FerrySystem
+import Synchronization
+
+/// What identifies a host inode: device, inode number and mount id (a bind mount of the same
+/// file system is a different mount, so its inodes are distinct nodes).
+public struct InodeKey: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+    public let mountID: UInt64
+}
+
+/// A host inode the kernel knows by a node id.
+///
+/// It holds either an O_PATH descriptor or a file handle; `withPathFD` hands out a descriptor
+/// for the duration of one call either way. Lookup counts live in `InodeStore`.
+public final class Inode: Sendable {
+    /// How the inode is reached again.
+    enum Location: Sendable {
+        /// An O_PATH descriptor kept open for the inode's lifetime.
+        case descriptor(OwnedFD)
+        /// A file handle, opened on demand through a descriptor on its mount.
+        case handle(FileHandle, mount: OwnedFD)
+    }
+
+    /// The FUSE node id.
+    public let nodeID: UInt64
+    /// The host identity.
+    public let key: InodeKey
+    /// File type bits from the first lookup (a host inode never changes type).
+    public let type: FileType?
+    let location: Location
+
+    init(nodeID: UInt64, key: InodeKey, type: FileType?, location: Location) {
+        self.nodeID = nodeID; self.key = key; self.type = type; self.location = location
+    }
+
+    /// Whether the inode is a symbolic link.
+    public var isSymlink: Bool { type == .symlink }
+
+    /// Runs `body` with an O_PATH descriptor of the inode. For handle-based inodes the descriptor
+    /// is opened (with Ferry's privileges) just for this call.
+    public func withPathFD<R>(_ credentials: ThreadCredentials, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        switch location {
+        case let .descriptor(fd):
+            return try withExtendedLifetime(fd) { () throws(Errno) -> R in try body(fd.rawValue) }
+        case let .handle(handle, mount):
+            let fd = try credentials.asRoot { () throws(Errno) -> Int32 in
+                try handle.open(mountFD: mount.rawValue, flags: HostFlags.oPath)
+            }
+            defer { Host.close(fd) }
+            return try body(fd)
+        }
+    }
+}

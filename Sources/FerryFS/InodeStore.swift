@@ -1,0 +1,139 @@
+import CFerrySys
+import FerrySystem
+import Synchronization
+
+/// The node ids the kernel holds, with their lookup counts.
+///
+/// LOOKUP-like replies add one reference, FORGET and BATCH_FORGET drop them, and at zero the
+/// node is gone. Node ids are never reused. Node 1 is the shared root and is never forgotten.
+public final class InodeStore: Sendable {
+    private struct Entry {
+        let inode: Inode
+        var lookups: UInt64
+    }
+
+    private struct State {
+        var byID: [UInt64: Entry] = [:]
+        var byKey: [InodeKey: UInt64] = [:]
+        var mountFDs: [UInt64: OwnedFD] = [:]
+        var nextID: UInt64 = 2
+    }
+
+    /// The root's node id, fixed by the FUSE protocol.
+    public static let rootID: UInt64 = 1
+
+    private let state = Mutex(State())
+    private let mode: InodeFileHandles
+    /// The shared root.
+    public let root: Inode
+
+    /// Creates the store with the shared directory's O_PATH descriptor as node 1.
+    public init(rootFD: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles) throws(Errno) {
+        self.mode = mode
+        let key = InodeStore.key(of: rootStat)
+        root = Inode(nodeID: InodeStore.rootID, key: key, type: .directory, location: .descriptor(rootFD))
+        if mode == .mandatory {
+            _ = try FileHandle.of(rootFD.rawValue)   // fail at start-up, not on the first lookup
+        }
+        state.withLock {
+            $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1)
+            $0.byKey[key] = InodeStore.rootID
+            $0.mountFDs[key.mountID] = rootFD
+        }
+    }
+
+    /// The host identity of a statx result.
+    public static func key(of stat: ferry_statx) -> InodeKey {
+        InodeKey(device: DeviceNumber.make(major: stat.stx_dev_major, minor: stat.stx_dev_minor),
+                 inode: stat.stx_ino, mountID: stat.stx_mnt_id)
+    }
+
+    /// The inode for `nodeID`; ESTALE when the kernel names a node it has forgotten.
+    public func get(_ nodeID: UInt64) throws(Errno) -> Inode {
+        if nodeID == InodeStore.rootID { return root }
+        guard let inode = state.withLock({ $0.byID[nodeID]?.inode }) else { throw Errno.stale }
+        return inode
+    }
+
+    /// Number of nodes the kernel holds (root included).
+    public var count: Int { state.withLock { $0.byID.count } }
+
+    /// Records one more kernel reference to the inode open as `fd` (any descriptor of it,
+    /// owned by the caller, who closes it afterwards) and returns its node.
+    /// `keepDescriptor` forces an O_PATH descriptor (files that have no name, e.g. O_TMPFILE).
+    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> Inode {
+        let key = InodeStore.key(of: stat)
+        if let known = reference(key) { return known }
+        let location = try makeLocation(fd: fd, key: key, keepDescriptor: keepDescriptor)
+        return state.withLock { s in
+            if let id = s.byKey[key], var entry = s.byID[id] {
+                entry.lookups += 1
+                s.byID[id] = entry
+                return entry.inode
+            }
+            let id = s.nextID
+            s.nextID += 1
+            let inode = Inode(nodeID: id, key: key, type: FileType(mode: UInt32(stat.stx_mode)), location: location)
+            s.byID[id] = Entry(inode: inode, lookups: 1)
+            s.byKey[key] = id
+            return inode
+        }
+    }
+
+    /// Adds a reference to an inode already known (e.g. "." in a lookup).
+    public func reference(_ inode: Inode) {
+        state.withLock { s in
+            guard inode.nodeID != InodeStore.rootID, var entry = s.byID[inode.nodeID] else { return }
+            entry.lookups += 1
+            s.byID[inode.nodeID] = entry
+        }
+    }
+
+    /// Drops `count` references of `nodeID` (FORGET); the node goes away at zero.
+    public func forget(_ nodeID: UInt64, count: UInt64) {
+        guard nodeID != InodeStore.rootID else { return }
+        let removed: Inode? = state.withLock { s in
+            guard var entry = s.byID[nodeID] else { return nil }
+            entry.lookups = entry.lookups > count ? entry.lookups - count : 0
+            if entry.lookups > 0 { s.byID[nodeID] = entry; return nil }
+            s.byID[nodeID] = nil
+            if s.byKey[entry.inode.key] == nodeID { s.byKey[entry.inode.key] = nil }
+            return entry.inode
+        }
+        _ = removed  // released (and its descriptor closed) outside the lock
+    }
+
+    private func reference(_ key: InodeKey) -> Inode? {
+        state.withLock { s in
+            guard let id = s.byKey[key], var entry = s.byID[id] else { return nil }
+            if id != InodeStore.rootID {
+                entry.lookups += 1
+                s.byID[id] = entry
+            }
+            return entry.inode
+        }
+    }
+
+    private func makeLocation(fd: Int32, key: InodeKey, keepDescriptor: Bool) throws(Errno) -> Inode.Location {
+        if mode != .never && !keepDescriptor {
+            do {
+                let (handle, _) = try FileHandle.of(fd)
+                return .handle(handle, mount: try mountFD(for: key.mountID, anyFD: fd))
+            } catch {
+                if mode == .mandatory { throw error }
+            }
+        }
+        return .descriptor(OwnedFD(try Host.reopen(fd, flags: HostFlags.oPath | HostFlags.oNoFollow)))
+    }
+
+    /// A descriptor on mount `mountID` for open_by_handle_at, kept for the server's lifetime.
+    private func mountFD(for mountID: UInt64, anyFD fd: Int32) throws(Errno) -> OwnedFD {
+        if let known = state.withLock({ $0.mountFDs[mountID] }) { return known }
+        let owned = OwnedFD(try Host.reopen(fd, flags: HostFlags.oPath | HostFlags.oNoFollow))
+        return state.withLock { s in
+            if let known = s.mountFDs[mountID] { return known }
+            s.mountFDs[mountID] = owned
+            return owned
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import FerrySystem
+import Synchronization
+
+/// Files and directories the kernel has open, by FUSE file handle (`fh`).
+///
+/// The handle is the host descriptor's number, which is unique while it is open; the table
+/// checks every `fh` the kernel sends, so a bad one is EBADF, never some other descriptor.
+public final class OpenFileTable: Sendable {
+    /// One open file or directory.
+    public struct OpenFile: Sendable {
+        /// The host descriptor.
+        public let fd: OwnedFD
+        /// The node it was opened from.
+        public let nodeID: UInt64
+    }
+
+    private let files = Mutex<[UInt64: OpenFile]>([:])
+
+    public init() {}
+
+    /// Registers a descriptor the table now owns; returns its `fh`.
+    public func insert(fd: Int32, nodeID: UInt64) -> UInt64 {
+        let fh = UInt64(fd)
+        files.withLock { $0[fh] = OpenFile(fd: OwnedFD(fd), nodeID: nodeID) }
+        return fh
+    }
+
+    /// The open file for `fh`, or EBADF.
+    public func get(_ fh: UInt64) throws(Errno) -> OpenFile {
+        guard let file = files.withLock({ $0[fh] }) else { throw Errno.badFD }
+        return file
+    }
+
+    /// Forgets `fh`; its descriptor closes once no request uses it any more.
+    public func remove(_ fh: UInt64) -> OpenFile? {
+        files.withLock { $0.removeValue(forKey: fh) }
+    }
+
+    /// Number of open files and directories.
+    public var count: Int { files.withLock { $0.count } }
+}

@@ -1,0 +1,137 @@
+import FerrySystem
+import Glibc
+
+/// Open files: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK,
+/// COPY_FILE_RANGE, IOCTL.
+extension PassthroughFS {
+    /// The flags to reopen a file with: the kernel's flags without the ones that only made
+    /// sense for the name lookup, adjusted for the writeback cache.
+    func hostOpenFlags(_ flags: UInt32) -> Int32 {
+        var flags = Int32(bitPattern: flags) & ~(HostFlags.oCreat | HostFlags.oExcl | HostFlags.oNoCTTY | HostFlags.oNoFollow)
+        if options.writebackCache {
+            // The kernel reads pages of write-only files to fill partial pages, and appends itself.
+            if flags & HostFlags.oAccessMode == HostFlags.oWrOnly {
+                flags = (flags & ~HostFlags.oAccessMode) | HostFlags.oRdWr
+            }
+            flags &= ~HostFlags.oAppend
+        }
+        return flags
+    }
+
+    func checkOpenAllowed(_ flags: Int32) throws(Errno) {
+        if flags & HostFlags.oAccessMode != HostFlags.oRdOnly || flags & HostFlags.oTrunc != 0 {
+            try checkWritable()
+        }
+    }
+
+    /// OPEN: returns the file handle.
+    public func open(_ ctx: ThreadCredentials, nodeID: UInt64, flags: UInt32) throws(Errno) -> UInt64 {
+        let hostFlags = hostOpenFlags(flags)
+        try checkOpenAllowed(hostFlags)
+        return try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+            guard !inode.isSymlink else { throw Errno.loop }
+            let file = try Host.reopen(fd, flags: hostFlags)
+            return openFiles.insert(fd: file, nodeID: nodeID)
+        }
+    }
+
+    /// CREATE: creates and opens `name`; returns the entry and the file handle.
+    public func create(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], flags: UInt32, mode: UInt32,
+                       umask: UInt32) throws(Errno) -> (Entry, UInt64) {
+        try checkWritable()
+        let name = try validName(name)
+        let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
+            | (Int32(bitPattern: flags) & HostFlags.oExcl)
+        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+            ctx.setUmask(umask)
+            let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
+            do throws(Errno) {
+                let entry = try remember(fd: file)
+                return (entry, openFiles.insert(fd: file, nodeID: entry.nodeID))
+            } catch {
+                Host.close(file)
+                throw error
+            }
+        }
+    }
+
+    /// TMPFILE: an unnamed file in directory `parent` (O_TMPFILE); returns the entry and handle.
+    public func tmpfile(_ ctx: ThreadCredentials, parent: UInt64, flags: UInt32, mode: UInt32,
+                        umask: UInt32) throws(Errno) -> (Entry, UInt64) {
+        try checkWritable()
+        let hostFlags = (hostOpenFlags(flags) & ~HostFlags.oDirectory) | HostFlags.oTmpfile
+        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+            ctx.setUmask(umask)
+            let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
+            do throws(Errno) {
+                let entry = try remember(fd: file, keepDescriptor: true)
+                return (entry, openFiles.insert(fd: file, nodeID: entry.nodeID))
+            } catch {
+                Host.close(file)
+                throw error
+            }
+        }
+    }
+
+    /// READ into `buffer`; returns the bytes read (fewer at end of file).
+    public func read(fh: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        let file = try openFiles.get(fh)
+        return try withExtendedLifetime(file) { () throws(Errno) -> Int in
+            try Host.pread(file.fd.rawValue, into: buffer, offset: Int64(bitPattern: offset))
+        }
+    }
+
+    /// WRITE of `data`; returns the bytes written.
+    public func write(fh: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
+        try checkWritable()
+        let file = try openFiles.get(fh)
+        return try withExtendedLifetime(file) { () throws(Errno) -> Int in
+            try Host.pwrite(file.fd.rawValue, data, offset: Int64(bitPattern: offset))
+        }
+    }
+
+    /// FLUSH (each close(2) of a descriptor): what a local close does, close(dup(fd)).
+    public func flush(fh: UInt64) throws(Errno) {
+        let file = try openFiles.get(fh)
+        try Host.flushByDuplicate(file.fd.rawValue)
+    }
+
+    /// RELEASE and RELEASEDIR (last close): drops the handle.
+    public func release(fh: UInt64) throws(Errno) {
+        guard openFiles.remove(fh) != nil else { throw Errno.badFD }
+    }
+
+    /// FSYNC and FSYNCDIR.
+    public func fsync(fh: UInt64, dataOnly: Bool) throws(Errno) {
+        let file = try openFiles.get(fh)
+        try Host.fsync(file.fd.rawValue, dataOnly: dataOnly)
+    }
+
+    /// FALLOCATE with any mode the host accepts (punch hole, zero range, collapse, ...).
+    public func fallocate(fh: UInt64, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {
+        try checkWritable()
+        let file = try openFiles.get(fh)
+        try Host.fallocate(file.fd.rawValue, mode: Int32(bitPattern: mode), offset: Int64(bitPattern: offset),
+                           length: Int64(bitPattern: length))
+    }
+
+    /// LSEEK (SEEK_DATA / SEEK_HOLE; the kernel handles SET/CUR/END itself).
+    public func lseek(fh: UInt64, offset: UInt64, whence: UInt32) throws(Errno) -> UInt64 {
+        let file = try openFiles.get(fh)
+        return UInt64(bitPattern: try Host.lseek(file.fd.rawValue, offset: Int64(bitPattern: offset),
+                                                 whence: Int32(bitPattern: whence)))
+    }
+
+    /// COPY_FILE_RANGE between two open files; returns the bytes copied.
+    public func copyFileRange(from fhIn: UInt64, at offsetIn: UInt64, to fhOut: UInt64, at offsetOut: UInt64,
+                              length: UInt64, flags: UInt64) throws(Errno) -> Int {
+        try checkWritable()
+        let input = try openFiles.get(fhIn), output = try openFiles.get(fhOut)
+        // The reply carries a 32-bit count: copy at most 1 GiB per request, like the kernel's own cap.
+        let length = Int(min(length, 1 << 30))
+        guard flags <= UInt64(UInt32.max) else { throw Errno.invalid }
+        return try Host.copyFileRange(from: input.fd.rawValue, at: Int64(bitPattern: offsetIn),
+                                      to: output.fd.rawValue, at: Int64(bitPattern: offsetOut),
+                                      length: length, flags: UInt32(flags))
+    }
+}

@@ -1,0 +1,84 @@
+import CFerrySys
+import FerrySystem
+import Glibc
+import Logging
+
+/// Host attributes of a file, as statx(2) reports them.
+public typealias HostStat = ferry_statx
+
+/// A node handed to the kernel: its id and current attributes.
+public struct Entry: Sendable {
+    public let nodeID: UInt64
+    public let stat: HostStat
+}
+
+/// The passthrough of one host directory: every operation is an *at() call relative to an
+/// inode's descriptor, with O_NOFOLLOW, so nothing outside the shared directory is reachable.
+///
+/// Methods run on the calling request thread with the caller's credentials already applied
+/// to `credentials` (the engine does that); they throw `Errno` for the reply.
+public final class PassthroughFS: Sendable {
+    /// The inodes the kernel holds.
+    public let inodes: InodeStore
+    /// Open files and directories.
+    public let openFiles = OpenFileTable()
+    /// Settings.
+    public let options: FSOptions
+    let logger: Logger
+    /// A real (not O_PATH) descriptor of the root, for syncfs.
+    let rootDirectory: OwnedFD
+
+    static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
+    static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
+
+    /// Opens `source` (which must be a directory) as the shared root.
+    public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
+        self.options = options
+        self.logger = logger
+        let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
+        let rootFD = OwnedFD(fd)
+        let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)
+        inodes = try InodeStore(rootFD: rootFD, rootStat: stat, mode: options.inodeFileHandles)
+        rootDirectory = OwnedFD(try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory))
+    }
+
+    // MARK: Shared helpers
+
+    /// Rejects names that could leave the directory or are not names at all.
+    func validName(_ name: [UInt8]) throws(Errno) -> CName {
+        guard !name.isEmpty, name != [0x2e], name != [0x2e, 0x2e] else { throw Errno.invalid }
+        guard !name.contains(0x2f) else { throw Errno.invalid }
+        guard name.count <= 255 else { throw Errno.nameTooLong }
+        return CName(name)
+    }
+
+    func checkWritable() throws(Errno) {
+        if options.readOnly { throw Errno.readOnly }
+    }
+
+    /// statx of the inode behind `fd` (a descriptor of it, O_PATH or not).
+    func stat(fd: Int32, mask: UInt32 = PassthroughFS.statMask) throws(Errno) -> HostStat {
+        try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath | HostFlags.atSymlinkNoFollow, mask: mask)
+    }
+
+    /// Looks `name` up in the directory `dirFD` and records one kernel reference to it.
+    func lookupChild(dirFD: Int32, name: CName) throws(Errno) -> Entry {
+        let fd = try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags)
+        defer { Host.close(fd) }
+        return try remember(fd: fd)
+    }
+
+    /// Records one kernel reference to the inode open as `fd`.
+    func remember(fd: Int32, keepDescriptor: Bool = false) throws(Errno) -> Entry {
+        let stat = try stat(fd: fd)
+        let inode = try inodes.remember(fd: fd, stat: stat, keepDescriptor: keepDescriptor)
+        return Entry(nodeID: inode.nodeID, stat: stat)
+    }
+
+    /// Runs `body` with the O_PATH descriptor of `nodeID`.
+    func withNode<R>(_ nodeID: UInt64, _ ctx: ThreadCredentials,
+                     _ body: (Inode, Int32) throws(Errno) -> R) throws(Errno) -> R {
+        let inode = try inodes.get(nodeID)
+        return try inode.withPathFD(ctx) { (fd) throws(Errno) in try body(inode, fd) }
+    }
+}

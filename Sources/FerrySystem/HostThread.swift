@@ -1,0 +1,36 @@
+import CFerrySys
+import Glibc
+
+/// A plain OS thread (not a Swift concurrency task), for work that blocks in syscalls such as
+/// a FUSE reader waiting in read(2).
+public struct HostThread: @unchecked Sendable {
+    private let handle: pthread_t
+
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts `body` on a new thread named `name` (at most 15 bytes are kept).
+    public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) -> HostThread {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        guard rc == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw Errno(rawValue: rc)
+        }
+        _ = ferry_set_thread_name(thread, String(name.prefix(15)))
+        return HostThread(handle: thread)
+    }
+
+    /// Waits for the thread to finish.
+    public func join() { pthread_join(handle, nil) }
+
+    /// Sends `signal` to the thread (e.g. to break it out of a blocking syscall).
+    public func signal(_ signal: Int32) { pthread_kill(handle, signal) }
+}

@@ -1,0 +1,92 @@
+import CFerrySys
+import Glibc
+
+/// The file-system identity of one OS thread: fsuid, fsgid and supplementary groups, switched
+/// with per-thread raw syscalls so the host kernel checks each request as its caller.
+///
+/// Owned by a single thread and never shared. When Ferry does not run as root, switching is
+/// off and every request runs with Ferry's own identity.
+public final class ThreadCredentials {
+    /// Whether this thread switches identities at all (only when Ferry runs as root).
+    public let switching: Bool
+    private var uid: UInt32 = 0
+    private var gid: UInt32 = 0
+    private var groups: [UInt32] = []
+    private var umask: UInt32 = 0
+
+    /// Creates the state for the calling thread; `switching` is typically `geteuid() == 0`.
+    public init(switching: Bool) {
+        self.switching = switching
+    }
+
+    /// Becomes `uid`/`gid` with `groups` for the file-system calls that follow.
+    public func become(uid: UInt32, gid: UInt32, groups: [UInt32]) {
+        guard switching else { return }
+        if uid == self.uid && gid == self.gid && groups == self.groups { return }
+        if groups != self.groups {
+            _ = groups.withUnsafeBufferPointer { ferry_thread_setgroups($0.count, $0.baseAddress) }
+        }
+        _ = ferry_thread_setfsgid(gid)
+        _ = ferry_thread_setfsuid(uid)
+        self.uid = uid; self.gid = gid; self.groups = groups
+    }
+
+    /// Sets the thread's umask (the thread must have called `unshareFilesystemContext`).
+    public func setUmask(_ mask: UInt32) {
+        guard mask != umask else { return }
+        Host.setUmask(mask)
+        umask = mask
+    }
+
+    /// Returns to root (Ferry's own identity).
+    public func becomeRoot() { become(uid: 0, gid: 0, groups: []) }
+
+    /// Runs `body` as root, then switches back (for calls that need Ferry's privileges, such as
+    /// open_by_handle_at, in the middle of a request).
+    public func asRoot<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        guard switching, uid != 0 || gid != 0 else { return try body() }
+        _ = ferry_thread_setfsuid(0)
+        _ = ferry_thread_setfsgid(0)
+        defer {
+            _ = ferry_thread_setfsgid(gid)
+            _ = ferry_thread_setfsuid(uid)
+        }
+        return try body()
+    }
+
+    /// The supplementary groups of thread `tid`, from /proc/TID/status, or nil if it is gone
+    /// or not visible (another pid namespace).
+    public static func supplementaryGroups(ofThread tid: UInt32) -> [UInt32]? {
+        let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var filled = 0
+        while filled < buffer.count {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n <= 0 { break }
+            filled += n
+        }
+        let text = buffer[0..<filled]
+        let key = Array("\nGroups:".utf8)
+        guard let start = text.firstRange(of: key)?.upperBound else { return nil }
+        var groups: [UInt32] = []
+        var value: UInt32 = 0, inNumber = false
+        for byte in text[start...] {
+            if byte == UInt8(ascii: "\n") { break }
+            if byte >= 48 && byte <= 57 {
+                value = value &* 10 &+ UInt32(byte - 48); inNumber = true
+            } else if inNumber {
+                groups.append(value); value = 0; inNumber = false
+            }
+        }
+        if inNumber { groups.append(value) }
+        return groups
+    }
+
+    /// Gives the calling thread its own umask and working directory (unshare(CLONE_FS)), so a
+    /// request's umask can be applied without affecting other threads.
+    public static func unshareFilesystemContext() throws(Errno) {
+        _ = try checked { ferry_thread_unshare_fs() }
+    }
+}
