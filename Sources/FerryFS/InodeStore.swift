@@ -27,8 +27,9 @@ public final class InodeStore: Sendable {
     /// The shared root.
     public let root: Inode
 
-    /// Creates the store with the shared directory's O_PATH descriptor as node 1.
-    public init(rootFD: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles) throws(Errno) {
+    /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
+    /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).
+    public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles) throws(Errno) {
         self.mode = mode
         let key = InodeStore.key(of: rootStat)
         root = Inode(nodeID: InodeStore.rootID, key: key, type: .directory, location: .descriptor(rootFD))
@@ -38,7 +39,7 @@ public final class InodeStore: Sendable {
         state.withLock {
             $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1)
             $0.byKey[key] = InodeStore.rootID
-            $0.mountFDs[key.mountID] = rootFD
+            $0.mountFDs[key.mountID] = rootDirectory
         }
     }
 
@@ -118,7 +119,9 @@ public final class InodeStore: Sendable {
         if mode != .never && !keepDescriptor {
             do {
                 let (handle, _) = try FileHandle.of(fd)
-                return .handle(handle, mount: try mountFD(for: key.mountID, anyFD: fd))
+                if let mount = try mountFD(for: key.mountID, anyFD: fd) {
+                    return .handle(handle, mount: mount)
+                }
             } catch {
                 if mode == .mandatory { throw error }
             }
@@ -126,10 +129,13 @@ public final class InodeStore: Sendable {
         return .descriptor(OwnedFD(try Host.reopen(fd, flags: HostFlags.oPath | HostFlags.oNoFollow)))
     }
 
-    /// A descriptor on mount `mountID` for open_by_handle_at, kept for the server's lifetime.
-    private func mountFD(for mountID: UInt64, anyFD fd: Int32) throws(Errno) -> OwnedFD {
+    /// A readable descriptor on mount `mountID` for open_by_handle_at, kept for the server's
+    /// lifetime. The first directory seen on a mount provides it; until then (nil) inodes of
+    /// that mount keep O_PATH descriptors.
+    private func mountFD(for mountID: UInt64, anyFD fd: Int32) throws(Errno) -> OwnedFD? {
         if let known = state.withLock({ $0.mountFDs[mountID] }) { return known }
-        let owned = OwnedFD(try Host.reopen(fd, flags: HostFlags.oPath | HostFlags.oNoFollow))
+        guard let directory = try? Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory) else { return nil }
+        let owned = OwnedFD(directory)
         return state.withLock { s in
             if let known = s.mountFDs[mountID] { return known }
             s.mountFDs[mountID] = owned

@@ -38,8 +38,8 @@ public final class PassthroughFS: Sendable {
         let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
         let rootFD = OwnedFD(fd)
         let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)
-        inodes = try InodeStore(rootFD: rootFD, rootStat: stat, mode: options.inodeFileHandles)
         rootDirectory = OwnedFD(try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory))
+        inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: options.inodeFileHandles)
     }
 
     // MARK: Shared helpers

@@ -11,16 +11,10 @@ public enum Opcode: UInt32, Sendable, CustomStringConvertible {
     case setupMapping = 48, removeMapping = 49, syncfs = 50, tmpfile = 51, statx = 52
     case copyFileRange64 = 53
 
-    public var description: String {
-        switch self {
-        case .`init`: return "INIT"
-        case .notifyReply: return "NOTIFY_REPLY"
-        case .batchForget: return "BATCH_FORGET"
-        case .copyFileRange: return "COPY_FILE_RANGE"
-        case .copyFileRange64: return "COPY_FILE_RANGE_64"
-        case .setupMapping: return "SETUPMAPPING"
-        case .removeMapping: return "REMOVEMAPPING"
-        default: return String(describing: self).uppercased()
-        }
-    }
+    /// The kernel's name for the opcode (FUSE_ prefix dropped).
+    public var description: String { Opcode.names[Int(rawValue) - 1] }
+
+    private static let names: [String] = [
+        "LOOKUP", "FORGET", "GETATTR", "SETATTR", "READLINK", "SYMLINK", "_", "MKNOD", "MKDIR", "UNLINK", "RMDIR", "RENAME", "LINK", "OPEN", "READ", "WRITE", "STATFS", "RELEASE", "_", "FSYNC", "SETXATTR", "GETXATTR", "LISTXATTR", "REMOVEXATTR", "FLUSH", "INIT", "OPENDIR", "READDIR", "RELEASEDIR", "FSYNCDIR", "GETLK", "SETLK", "SETLKW", "ACCESS", "CREATE", "INTERRUPT", "BMAP", "DESTROY", "IOCTL", "POLL", "NOTIFY_REPLY", "BATCH_FORGET", "FALLOCATE", "READDIRPLUS", "RENAME2", "LSEEK", "COPY_FILE_RANGE", "SETUPMAPPING", "REMOVEMAPPING", "SYNCFS", "TMPFILE", "STATX", "COPY_FILE_RANGE_64",
+    ]
 }

@@ -1,0 +1,36 @@
+import FerryProtocol
+
+/// How long the kernel may cache names, attributes and data.
+public enum CacheMode: String, Sendable, CaseIterable {
+    /// No caching: timeouts 0 and direct I/O (every read and write reaches the host).
+    case never
+    /// Short timeouts (1 s); page cache dropped when size or mtime change.
+    case auto
+    /// Long timeouts (1 day) and the page cache kept across opens.
+    case always
+
+    /// Entry and attribute timeout for this mode.
+    public var timeout: Timeout {
+        switch self {
+        case .never: return .zero
+        case .auto: return Timeout(seconds: 1)
+        case .always: return Timeout(seconds: 86_400)
+        }
+    }
+}
+
+/// Settings of the protocol engine (what it negotiates and how it answers).
+public struct EngineOptions: Sendable {
+    /// Caching policy.
+    public var cache = CacheMode.auto
+    /// Ask for the kernel's writeback cache.
+    public var writebackCache = false
+    /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
+    public var maxWrite: UInt32 = 1 << 20
+    public init() {}
+
+    /// Bytes a transport must be able to read in one request: the payload plus headers.
+    public var requestBufferSize: Int { Int(maxWrite) + 64 * 1024 }
+    /// Bytes a reply can take: a full READ plus the header.
+    public var replyBufferSize: Int { Int(maxWrite) + 4096 }
+}

@@ -1,0 +1,198 @@
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Glibc
+
+/// The opcode switch: each case calls the filesystem and encodes its answer.
+extension FUSEEngine {
+    func dispatch(_ request: Request, worker: Worker, writer: inout WireWriter) throws(Errno) -> Outcome {
+        let h = request.header
+        let ctx = worker.credentials
+        switch request.operation {
+        case let .initialize(initIn):
+            return initialize(initIn, writer: &writer)
+        case .destroy:
+            logger.info("kernel sent DESTROY: the file system is being unmounted")
+            return .replied
+        case let .forget(n):
+            fs.forget(h.nodeID, count: n)
+            return .silent
+        case let .batchForget(items):
+            for item in items { fs.forget(item.nodeID, count: item.nlookup) }
+            return .silent
+        case .interrupt:
+            // Every operation completes promptly, so there is nothing to cancel yet.
+            return .silent
+        default:
+            break
+        }
+        guard session != nil else {
+            logger.error("#\(h.unique): request before INIT")
+            throw Errno.io
+        }
+        becomeCaller(h, worker)
+        let timeout = options.cache.timeout
+        switch request.operation {
+        case let .lookup(name):
+            writer.append(entry(try fs.lookup(ctx, parent: h.nodeID, name: name)))
+        case let .getattr(flags, fh):
+            let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: flags & RequestFlags.getattrFH != 0 ? fh : nil)
+            writer.appendAttrOut(Conversions.attributes(stat), timeout: timeout)
+        case let .setattr(s):
+            let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: Conversions.changes(s))
+            writer.appendAttrOut(Conversions.attributes(stat), timeout: timeout)
+        case let .statx(s):
+            let mask = s.mask | HostFlags.statxBasicStats | HostFlags.statxMntID
+            let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: s.getattrFlags & RequestFlags.getattrFH != 0 ? s.fh : nil,
+                                      mask: mask)
+            writer.appendStatxOut(Conversions.statx(stat), timeout: timeout)
+        case .readlink:
+            writer.append(bytes: try fs.readlink(ctx, nodeID: h.nodeID))
+        case let .symlink(name, target):
+            writer.append(entry(try fs.symlink(ctx, parent: h.nodeID, name: name, target: target)))
+        case let .mknod(name, mode, rdev, umask):
+            writer.append(entry(try fs.mknod(ctx, parent: h.nodeID, name: name, mode: mode, rdev: rdev, umask: umask)))
+        case let .mkdir(name, mode, umask):
+            writer.append(entry(try fs.mkdir(ctx, parent: h.nodeID, name: name, mode: mode, umask: umask)))
+        case let .unlink(name):
+            try fs.remove(ctx, parent: h.nodeID, name: name, directory: false)
+        case let .rmdir(name):
+            try fs.remove(ctx, parent: h.nodeID, name: name, directory: true)
+        case let .rename(newParent, flags, name, newName):
+            try fs.rename(ctx, parent: h.nodeID, name: name, newParent: newParent, newName: newName, flags: flags)
+        case let .link(oldNodeID, newName):
+            writer.append(entry(try fs.link(ctx, nodeID: oldNodeID, parent: h.nodeID, name: newName)))
+        case let .open(flags, _):
+            let fh = try fs.open(ctx, nodeID: h.nodeID, flags: flags)
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+        case let .create(name, flags, mode, umask, _):
+            let (e, fh) = try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
+            writer.append(entry(e))
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+        case let .tmpfile(flags, mode, umask, _):
+            let (e, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
+            writer.append(entry(e))
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+        case let .read(io):
+            let limit = min(Int(io.size), Int(options.maxWrite))
+            try writer.appendInPlace(upTo: limit) { (buffer) throws(Errno) in
+                try fs.read(fh: io.fh, offset: io.offset, into: buffer)
+            }
+        case let .write(io, data):
+            let written = try data.withUnsafeBytes { raw in
+                Result { () throws(Errno) in try fs.write(fh: io.fh, offset: io.offset, data: raw) }
+            }.get()
+            writer.append(UInt32(written)); writer.append(UInt32(0))
+        case let .flush(fh, _):
+            try fs.flush(fh: fh)
+        case let .release(fh, _, _, _), let .releasedir(fh):
+            try fs.release(fh: fh)
+        case let .fsync(fh, flags), let .fsyncdir(fh, flags):
+            try fs.fsync(fh: fh, dataOnly: flags & RequestFlags.fsyncDataOnly != 0)
+        case .opendir:
+            let fh = try fs.opendir(ctx, nodeID: h.nodeID)
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: true))
+        case let .readdir(io):
+            try readdir(io, plus: false, ctx: ctx, writer: &writer)
+        case let .readdirplus(io):
+            try readdir(io, plus: true, ctx: ctx, writer: &writer)
+        case .statfs:
+            writer.append(Conversions.statfs(try fs.statfs(ctx, nodeID: h.nodeID)))
+        case let .setxattr(name, value, flags):
+            try value.withUnsafeBytes { raw in
+                Result { () throws(Errno) in try fs.setxattr(ctx, nodeID: h.nodeID, name: name, value: raw, flags: flags) }
+            }.get()
+        case let .getxattr(name, size):
+            let result = try fs.getxattr(ctx, nodeID: h.nodeID, name: name, size: size)
+            if size == 0 { writer.append(UInt32(result.size)); writer.append(UInt32(0)) }
+            else { writer.append(bytes: result.value) }
+        case let .listxattr(size):
+            let result = try fs.listxattr(ctx, nodeID: h.nodeID, size: size)
+            if size == 0 { writer.append(UInt32(result.size)); writer.append(UInt32(0)) }
+            else { writer.append(bytes: result.names) }
+        case let .removexattr(name):
+            try fs.removexattr(ctx, nodeID: h.nodeID, name: name)
+        case let .access(mask):
+            try fs.access(ctx, nodeID: h.nodeID, mask: mask)
+        case let .fallocate(fh, offset, length, mode):
+            try fs.fallocate(fh: fh, mode: mode, offset: offset, length: length)
+        case let .lseek(fh, offset, whence):
+            writer.append(try fs.lseek(fh: fh, offset: offset, whence: whence))
+        case let .copyFileRange(c):
+            let copied = try fs.copyFileRange(from: c.fhIn, at: c.offsetIn, to: c.fhOut, at: c.offsetOut,
+                                              length: c.length, flags: c.flags)
+            writer.append(UInt32(copied)); writer.append(UInt32(0))
+        case .syncfs:
+            try fs.syncfs()
+        case let .ioctl(i):
+            guard i.flags & RequestFlags.ioctlUnrestricted == 0 else { throw Errno.noSys }
+            let out = try fs.ioctl(fh: i.fh, command: i.command, input: i.data.bytes, outSize: i.outSize)
+            writer.append(Int32(0)); writer.append(UInt32(0)); writer.append(UInt32(0)); writer.append(UInt32(0))
+            writer.append(bytes: out)
+        case .getlk, .setlk:
+            // Not advertised (POSIX_LOCKS / FLOCK_LOCKS), so the kernel keeps locks local.
+            throw Errno.noSys
+        case let .unsupported(opcode):
+            logger.debug("#\(h.unique): opcode \(opcode) is not implemented; answering ENOSYS")
+            throw Errno.noSys
+        case .initialize, .destroy, .forget, .batchForget, .interrupt:
+            break  // handled above
+        }
+        return .replied
+    }
+
+    /// A LOOKUP-style reply for `e` with the configured timeouts.
+    func entry(_ e: Entry) -> EntryOut {
+        let timeout = options.cache.timeout
+        return EntryOut(nodeID: e.nodeID, generation: 0, entryTimeout: timeout, attrTimeout: timeout,
+                        attributes: Conversions.attributes(e.stat))
+    }
+
+    func openReplyFlags(directory: Bool) -> OpenReplyFlags {
+        switch options.cache {
+        case .never: return directory ? [] : .directIO
+        case .auto: return []
+        case .always: return directory ? [.keepCache, .cacheDir] : .keepCache
+        }
+    }
+
+    private func readdir(_ io: IOIn, plus: Bool, ctx: ThreadCredentials, writer: inout WireWriter) throws(Errno) {
+        let limit = ReplyFraming.bodyOffset + min(Int(io.size), writer.buffer.capacity - ReplyFraming.bodyOffset)
+        var out = writer
+        let recordExtra = plus ? FUSEABI.entryOutSize : 0
+        try fs.readdir(ctx, fh: io.fh, offset: io.offset, size: Int(io.size), plus: plus, fits: { nameLength in
+            out.count + recordExtra + WireWriter.direntSize(nameLength: nameLength) <= limit
+        }, add: { dirent, node in
+            if plus {
+                if let node {
+                    out.append(entry(node))
+                } else {
+                    var attributes = Attributes()
+                    attributes.ino = dirent.ino
+                    attributes.mode = dirent.type << 12
+                    out.append(EntryOut(nodeID: 0, generation: 0, entryTimeout: .zero, attrTimeout: .zero,
+                                        attributes: attributes))
+                }
+            }
+            dirent.name.withUnsafeBytes { raw in
+                out.appendDirent(ino: dirent.ino, offset: dirent.nextOffset, type: dirent.type, name: ByteView(raw))
+            }
+        })
+        writer = out
+    }
+
+    private func initialize(_ request: InitIn, writer: inout WireWriter) -> Outcome {
+        switch Negotiation.reply(to: request, options: options) {
+        case let .failure(error):
+            logger.error("INIT failed: \(error)")
+            return .failed(Errno(rawValue: EPROTO))
+        case let .success((out, agreed)):
+            writer.append(out)
+            if agreed.minor > 0 {
+                negotiated.withLock { $0 = agreed }
+                logger.info("FUSE \(request.major).\(request.minor) from the kernel; speaking 7.\(agreed.minor), flags 0x\(String(agreed.flags.rawValue, radix: 16))")
+            }
+            return .replied
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Glibc
+import Logging
+import Synchronization
+
+/// The protocol engine: turns one request's bytes into one reply's bytes by decoding the
+/// request, running it on the filesystem with the caller's credentials, and encoding the answer.
+///
+/// Transports call `handle` from any number of threads, each with its own `Worker`. Nothing
+/// here blocks on another request; the only shared state is the filesystem's own tables.
+public final class FUSEEngine: Sendable {
+    /// The filesystem requests run on.
+    public let fs: PassthroughFS
+    /// Settings.
+    public let options: EngineOptions
+    let logger: Logger
+    let negotiated = Mutex<Negotiated?>(nil)
+    /// Whether request threads switch to each caller's credentials (Ferry runs as root).
+    public let switchCredentials: Bool
+
+    public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
+        self.fs = fs
+        self.options = options
+        self.logger = logger
+        self.switchCredentials = geteuid() == 0
+    }
+
+    /// What INIT settled (nil before INIT).
+    public var session: Negotiated? { negotiated.withLock { $0 } }
+
+    /// Makes the per-thread state for a request thread; call it on that thread.
+    public func makeWorker() -> Worker {
+        Worker(options: options, switchCredentials: switchCredentials)
+    }
+
+    /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.
+    public func handle(_ bytes: ByteView, worker: Worker) -> EngineResult {
+        let header: InHeader
+        do {
+            header = try RequestDecoder.header(bytes)
+        } catch {
+            logger.error("dropping undecodable request (\(bytes.count) bytes): \(error)")
+            return .noReply
+        }
+        var writer = WireWriter(worker.replyBuffer, offset: ReplyFraming.bodyOffset)
+        let request: Request
+        do {
+            let ext = session?.flags.contains(.setxattrExt) ?? false
+            request = try RequestDecoder.decode(bytes, setxattrExt: ext)
+        } catch {
+            let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
+            logger.error("#\(header.unique) \(name): malformed request: \(error); answering EINVAL")
+            ReplyFraming.finishError(&writer, unique: header.unique, errno: EINVAL)
+            return .reply(writer.written)
+        }
+        let outcome: Outcome
+        do {
+            outcome = try dispatch(request, worker: worker, writer: &writer)
+        } catch {
+            outcome = .failed(error)
+        }
+        return finish(request.header, outcome, writer: &writer)
+    }
+
+    /// How a handler ended.
+    enum Outcome {
+        /// The body is in the writer.
+        case replied
+        /// No reply is sent for this request (FORGET, INTERRUPT).
+        case silent
+        /// Answer with this errno.
+        case failed(Errno)
+    }
+
+    private func finish(_ header: InHeader, _ outcome: Outcome, writer: inout WireWriter) -> EngineResult {
+        var outcome = outcome
+        if case .replied = outcome, writer.overflowed {
+            logger.error("#\(header.unique): reply did not fit the buffer; answering EIO")
+            outcome = .failed(Errno.io)
+        }
+        switch outcome {
+        case .silent:
+            logRequest(header, result: "no reply")
+            return .noReply
+        case .replied:
+            ReplyFraming.finishSuccess(&writer, unique: header.unique)
+            logRequest(header, result: "ok, \(writer.count) bytes")
+        case let .failed(error):
+            ReplyFraming.finishError(&writer, unique: header.unique, errno: error.rawValue)
+            logRequest(header, result: "\(error)")
+        }
+        return .reply(writer.written)
+    }
+
+    private func logRequest(_ header: InHeader, result: @autoclosure () -> String) {
+        guard logger.logLevel <= .debug else { return }
+        let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
+        logger.debug("#\(header.unique) \(name) node=\(header.nodeID) uid=\(header.uid) gid=\(header.gid) pid=\(header.pid) -> \(result())")
+    }
+
+    /// Applies the caller's fsuid, fsgid and supplementary groups to this thread.
+    func becomeCaller(_ header: InHeader, _ worker: Worker) {
+        guard switchCredentials else { return }
+        var groups: [UInt32] = []
+        if header.uid != 0, header.pid != 0 {
+            groups = ThreadCredentials.supplementaryGroups(ofThread: header.pid) ?? []
+        }
+        worker.credentials.become(uid: header.uid, gid: header.gid, groups: groups)
+    }
+}

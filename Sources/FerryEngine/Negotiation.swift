@@ -1,0 +1,73 @@
+import FerryProtocol
+
+/// What INIT settled between the kernel and Ferry.
+public struct Negotiated: Sendable, Equatable {
+    /// The minor version both sides speak.
+    public var minor: UInt32
+    /// The INIT flags both sides agreed to.
+    public var flags: InitFlags
+    /// The kernel's readahead limit.
+    public var maxReadahead: UInt32
+}
+
+/// INIT: which flags Ferry asks for, and why (protocol/fuse-abi.md lists them).
+enum Negotiation {
+    /// Flags Ferry asks for in every configuration.
+    static let base: InitFlags = [
+        .asyncRead,          // concurrent READs on one file
+        .atomicOTrunc,       // O_TRUNC handled in OPEN (one round trip, not OPEN + SETATTR)
+        .bigWrites,          // WRITEs larger than a page
+        .dontMask,           // the umask arrives with each create; applied per thread
+        .autoInvalData,      // drop cached pages when size or mtime change
+        .doReaddirplus, .readdirplusAuto,  // attributes with directory listings when useful
+        .asyncDIO,           // parallel O_DIRECT requests
+        .parallelDirops,     // lookups and readdirs of one directory run in parallel
+        .maxPages,           // 1 MiB requests (max_pages = 256)
+        .hasIoctlDir,        // ioctls on directories (lsattr -d)
+        .handleKillprivV2,   // SUID/SGID clearing done by the host, which runs as the caller
+        .initExt,            // the second flags word
+        .directIOAllowMmap,  // mmap keeps working with --cache never
+    ]
+
+    /// The flags to ask for under `options`, limited to what the kernel offers.
+    static func flags(kernel: InitFlags, options: EngineOptions) -> InitFlags {
+        var wanted = base
+        if options.writebackCache { wanted.insert(.writebackCache) }
+        if options.cache == .always { wanted.insert(.cacheSymlinks) }
+        return wanted.intersection(kernel)
+    }
+
+    /// The reply to `request`, or an errno when Ferry cannot speak the kernel's version.
+    static func reply(to request: InitIn, options: EngineOptions) -> Result<(InitOut, Negotiated), NegotiationError> {
+        guard request.major == FUSEABI.majorVersion || request.major > FUSEABI.majorVersion else {
+            return .failure(.unsupportedVersion(major: request.major, minor: request.minor))
+        }
+        if request.major > FUSEABI.majorVersion {
+            // The kernel will send INIT again with our major version.
+            let out = InitOut(major: FUSEABI.majorVersion, minor: FUSEABI.maxMinorVersion, maxReadahead: 0, flags: [],
+                              maxBackground: 0, congestionThreshold: 0, maxWrite: 0, timeGranularity: 0, maxPages: 0)
+            return .success((out, Negotiated(minor: 0, flags: [], maxReadahead: 0)))
+        }
+        guard request.minor >= FUSEABI.minMinorVersion else {
+            return .failure(.unsupportedVersion(major: request.major, minor: request.minor))
+        }
+        let minor = min(request.minor, FUSEABI.maxMinorVersion)
+        let flags = Negotiation.flags(kernel: request.flags, options: options)
+        let maxPages = UInt16(options.maxWrite / 4096)
+        let out = InitOut(major: FUSEABI.majorVersion, minor: minor, maxReadahead: request.maxReadahead, flags: flags,
+                          maxBackground: 64, congestionThreshold: 48, maxWrite: options.maxWrite,
+                          timeGranularity: 1, maxPages: maxPages)
+        return .success((out, Negotiated(minor: minor, flags: flags, maxReadahead: request.maxReadahead)))
+    }
+}
+
+/// Why INIT failed.
+enum NegotiationError: Error, CustomStringConvertible {
+    case unsupportedVersion(major: UInt32, minor: UInt32)
+    var description: String {
+        switch self {
+        case let .unsupportedVersion(major, minor):
+            return "kernel speaks FUSE \(major).\(minor); Ferry needs 7.\(FUSEABI.minMinorVersion) or later"
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import CFerrySys
+import FerryProtocol
+import FerrySystem
+import Glibc
+
+/// Reading and writing FUSE messages on a /dev/fuse descriptor.
+enum DevFuseDevice {
+    /// FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t).
+    static let cloneRequest: UInt = 0x8004_e500
+
+    /// Opens a new /dev/fuse descriptor attached to the session `sessionFD` (FUSE_DEV_IOC_CLONE),
+    /// so another thread can read requests without sharing a queue position.
+    static func clone(_ sessionFD: Int32) throws(Errno) -> Int32 {
+        let fd = Glibc.open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw Errno.current }
+        var master = UInt32(bitPattern: sessionFD)
+        guard ferry_ioctl_ptr(fd, cloneRequest, &master) == 0 else {
+            let error = Errno.current
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// What a read from /dev/fuse produced.
+    enum ReadResult {
+        case request(Int)
+        /// Nothing to do (EINTR, EAGAIN, or ENOENT: the request was interrupted before we read it).
+        case retry
+        /// The connection is gone (unmounted or aborted).
+        case closed
+    }
+
+    /// Reads one request into `buffer`.
+    static func read(_ fd: Int32, into buffer: MessageBuffer) -> ReadResult {
+        let bytes = buffer.mutableBytes
+        let n = Glibc.read(fd, bytes.baseAddress, bytes.count)
+        if n > 0 { return .request(n) }
+        if n == 0 { return .closed }
+        switch errno {
+        case EINTR, EAGAIN, ENOENT: return .retry
+        default: return .closed
+        }
+    }
+
+    /// Writes one reply or notification; false when the connection is gone. ENOENT (the
+    /// request was interrupted and is no longer waited for) is not an error.
+    static func write(_ fd: Int32, _ message: ByteView) -> Bool {
+        let n = message.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if n >= 0 { return true }
+        return errno == ENOENT || errno == EINTR ? true : errno != ENODEV
+    }
+}

@@ -1,0 +1,94 @@
+import FerryEngine
+import FerryProtocol
+import FerrySystem
+import Glibc
+import Logging
+import Synchronization
+
+/// Serves a mounted FUSE file system over /dev/fuse: answers INIT, then runs `threads` reader
+/// threads, each blocked in read(2) on its own cloned descriptor, until the kernel ends the
+/// connection (unmount or abort).
+public final class DevFuseServer: Sendable {
+    let engine: FUSEEngine
+    let mount: FUSEMount
+    let threads: Int
+    let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+
+    public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, logger: Logger) {
+        self.engine = engine
+        self.mount = mount
+        self.threads = max(1, threads)
+        self.logger = logger
+    }
+
+    /// Serves until the connection ends. Throws when INIT fails or no thread can start.
+    public func run() throws {
+        try answerInit()
+        var descriptors = [mount.fd]
+        for _ in 1..<threads {
+            do { descriptors.append(try DevFuseDevice.clone(mount.fd)) }
+            catch {
+                logger.warning("FUSE_DEV_IOC_CLONE failed (\(error)); the remaining readers share the session descriptor")
+                descriptors.append(mount.fd)
+            }
+        }
+        logger.info("serving with \(threads) reader thread(s)")
+        var running: [HostThread] = []
+        for (index, fd) in descriptors.enumerated() {
+            running.append(try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
+                self.serve(fd: fd)
+            })
+        }
+        running.forEach { $0.join() }
+        for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
+        logger.info("connection closed; \(engine.fs.inodes.count) node(s) and \(engine.fs.openFiles.count) open file(s) were still known")
+    }
+
+    /// Starts an orderly stop: detaches the mount so readers drain and exit. If the kernel keeps
+    /// the connection (files still open through the mount) the connection is aborted after
+    /// `grace` seconds.
+    public func stop(grace: UInt32 = 3) {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        logger.info("unmounting \(mount.mountpoint)")
+        mount.detach()
+        _ = try? HostThread.spawn(name: "ferry-stop") { [mount, logger] in
+            sleep(grace)
+            logger.warning("connection still open \(grace) s after unmount (files held open?); aborting it")
+            mount.abortConnection()
+        }
+    }
+
+    private func answerInit() throws {
+        let worker = engine.makeWorker()
+        let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
+        while engine.session == nil {
+            switch DevFuseDevice.read(mount.fd, into: buffer) {
+            case .retry: continue
+            case .closed: throw MountError("the kernel closed the connection before INIT")
+            case let .request(n):
+                let result = engine.handle(buffer.view(count: n), worker: worker)
+                if case let .reply(bytes) = result {
+                    guard DevFuseDevice.write(mount.fd, bytes) else { throw MountError("the connection closed during INIT") }
+                    // An error reply to INIT makes the kernel give up the connection.
+                    if bytes.load(Int32.self, at: 4) != 0 { throw MountError("INIT failed; see the log") }
+                }
+            }
+        }
+    }
+
+    private func serve(fd: Int32) {
+        let worker = engine.makeWorker()
+        let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
+        while true {
+            switch DevFuseDevice.read(fd, into: buffer) {
+            case .retry: continue
+            case .closed: return
+            case let .request(n):
+                if case let .reply(bytes) = engine.handle(buffer.view(count: n), worker: worker) {
+                    if !DevFuseDevice.write(fd, bytes) { return }
+                }
+            }
+        }
+    }
+}

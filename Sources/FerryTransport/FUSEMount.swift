@@ -1,0 +1,108 @@
+import CFUSE
+import FerrySystem
+import Glibc
+
+/// A mounted FUSE file system, created through libfuse3 (which runs fusermount3 for ordinary
+/// users). libfuse only mounts: Ferry reads and writes the /dev/fuse descriptor itself.
+public final class FUSEMount: @unchecked Sendable {
+    /// Where the file system is mounted.
+    public let mountpoint: String
+    /// The session's /dev/fuse descriptor (owned by libfuse until `close`).
+    public let fd: Int32
+    /// The connection number under /sys/fs/fuse/connections (the mount's device minor).
+    public let connection: UInt32?
+    private let session: OpaquePointer
+    private var closed = false
+
+    /// Mount options for libfuse's `-o` (e.g. "allow_other", "ro", "fsname=...").
+    public init(mountpoint: String, options: [String]) throws(MountError) {
+        var arguments = ["ferry"]
+        if !options.isEmpty { arguments += ["-o", options.joined(separator: ",")] }
+        var cArgs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        defer { cArgs.forEach { free($0) } }
+        var ops = fuse_lowlevel_ops()
+        let created: OpaquePointer? = cArgs.withUnsafeMutableBufferPointer { argv in
+            var args = fuse_args(argc: Int32(arguments.count), argv: argv.baseAddress, allocated: 0)
+            defer { fuse_opt_free_args(&args) }
+            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, nil)
+        }
+        guard let created else { throw MountError("libfuse refused the mount options \(options.joined(separator: ","))") }
+        guard fuse_session_mount(created, mountpoint) == 0 else {
+            fuse_session_destroy(created)
+            throw MountError("mounting \(mountpoint) failed (see libfuse's message above)")
+        }
+        self.session = created
+        self.mountpoint = mountpoint
+        self.fd = fuse_session_fd(created)
+        // Not stat(mountpoint): that would wait for INIT, which nobody answers yet.
+        self.connection = FUSEMount.connectionNumber(mountpoint: mountpoint)
+    }
+
+    /// Detaches the mount from the namespace (lazily, like `umount -l`), without touching the
+    /// descriptor readers are blocked on: they see ENODEV once the kernel drops the connection.
+    public func detach() {
+        if geteuid() == 0 {
+            if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
+        }
+        var pid = pid_t()
+        let words: [String] = ["fusermount3", "-u", "-z", "-q", mountpoint]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        if posix_spawnp(&pid, "fusermount3", nil, nil, argv, environ) == 0 {
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+    }
+
+    /// Aborts the connection through /sys/fs/fuse/connections (root only): every pending and
+    /// future request fails and readers see ENODEV.
+    public func abortConnection() {
+        guard let connection else { return }
+        let fd = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY)
+        guard fd >= 0 else { return }
+        _ = write(fd, "1", 1)
+        Glibc.close(fd)
+    }
+
+    /// Unmounts (if still mounted) and frees the session; closes the session descriptor.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        fuse_session_unmount(session)
+        fuse_session_destroy(session)
+    }
+
+    /// Finds the device minor of the FUSE mount at `mountpoint` in /proc/self/mountinfo.
+    static func connectionNumber(mountpoint: String) -> UInt32? {
+        guard let file = fopen("/proc/self/mountinfo", "r") else { return nil }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var capacity = 0
+        defer { free(line) }
+        var found: UInt32? = nil
+        while getline(&line, &capacity, file) > 0 {
+            let fields = String(cString: line!).split(separator: " ")
+            guard fields.count > 4, unescapeMountinfo(String(fields[4])) == mountpoint else { continue }
+            let device = fields[2].split(separator: ":")
+            if device.count == 2 { found = UInt32(device[1]) }
+        }
+        return found
+    }
+
+    static func unescapeMountinfo(_ s: String) -> String {
+        var out = [UInt8](), bytes = Array(s.utf8), i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
+               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v); i += 4
+            } else { out.append(bytes[i]); i += 1 }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// A mount that could not be made; the message names the problem.
+public struct MountError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,61 @@
+import FerrySystem
+import Glibc
+
+/// Checks made before mounting, each failing with a one-line message that names the problem.
+enum Preflight {
+    static func check(source: String, mountpoint: String) throws {
+        var st = Glibc.stat()
+        if stat(source, &st) != 0 {
+            throw StartupError("source \(source): \(Errno.current)")
+        }
+        if st.st_mode & S_IFMT != S_IFDIR { throw StartupError("source \(source) is not a directory") }
+        if stat(mountpoint, &st) != 0 {
+            let error = Errno.current
+            if error.rawValue == ENOTCONN {
+                throw StartupError("mountpoint \(mountpoint) is a dead FUSE mount (server gone); clean up with `fusermount3 -u \(mountpoint)` or `umount -l \(mountpoint)`")
+            }
+            throw StartupError("mountpoint \(mountpoint): \(error)")
+        }
+        if st.st_mode & S_IFMT != S_IFDIR { throw StartupError("mountpoint \(mountpoint) is not a directory") }
+        if isMountPoint(mountpoint, device: st.st_dev) {
+            throw StartupError("mountpoint \(mountpoint) is busy: something is already mounted there")
+        }
+        let fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        if fuse < 0 { throw StartupError("cannot open /dev/fuse: \(Errno.current)") }
+        close(fuse)
+        if geteuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
+            throw StartupError("fusermount3 not found: ordinary users need it to mount (Debian: apt-get install fuse3)")
+        }
+    }
+
+    /// Whether `path` is the root of a mount (its device differs from its parent's, or it is
+    /// listed as a mount point).
+    static func isMountPoint(_ path: String, device: UInt) -> Bool {
+        var parent = Glibc.stat()
+        if stat(path + "/..", &parent) == 0, parent.st_dev != device { return true }
+        var real = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath(path, &real) != nil else { return false }
+        let resolved = String(cString: real)
+        guard let file = fopen("/proc/self/mountinfo", "r") else { return false }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0 {
+            let fields = String(cString: line!).split(separator: " ")
+            if fields.count > 4, fields[4] == resolved { return true }
+        }
+        return false
+    }
+
+    /// Escapes a value for libfuse's comma-separated -o list.
+    static func escapeOption(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
+    }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import FerryEngine
+import FerryFS
+import FerrySystem
+import FerryTransport
+import Glibc
+import Logging
+
+extension CacheMode: ExpressibleByArgument {}
+extension InodeFileHandles: ExpressibleByArgument {}
+
+/// `ferry serve SOURCE MOUNTPOINT`: mount SOURCE at MOUNTPOINT and serve it until SIGINT,
+/// SIGTERM or an unmount.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount SOURCE at MOUNTPOINT and serve it in the foreground.")
+
+    @Argument(help: "The host directory to share.")
+    var source: String
+
+    @Argument(help: "Where to mount it (an existing, empty directory).")
+    var mountpoint: String
+
+    @Option(help: "Kernel caching: never (timeouts 0, direct I/O), auto (1 s), always (1 day, keep page cache).")
+    var cache: CacheMode = .auto
+
+    @Flag(help: "Let the kernel cache writes (FUSE writeback cache).")
+    var writeback = false
+
+    @Flag(help: "Share read-only.")
+    var readonly = false
+
+    @Flag(name: .customLong("no-xattr"), help: "Do not serve extended attributes.")
+    var noXattr = false
+
+    @Option(help: "Request threads (default: twice the core count, at least 4).")
+    var threads: Int?
+
+    @Option(help: "How inodes are remembered: never (an fd each), prefer (file handles where possible), mandatory.")
+    var inodeFileHandles: InodeFileHandles = .prefer
+
+    @Flag(inversion: .prefixedNo, help: "Let other users reach the mount (default: on when run as root).")
+    var allowOther: Bool?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical (debug logs every request).")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
+    func run() throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ferry")
+        do {
+            try serve(logger: logger)
+        } catch let error as StartupError {
+            printError("ferry: \(error.message)")
+            throw ExitCode(2)
+        } catch let error as MountError {
+            printError("ferry: \(error.description)")
+            throw ExitCode(1)
+        }
+    }
+
+    private func serve(logger: Logger) throws {
+        try Preflight.check(source: source, mountpoint: mountpoint)
+        let root = geteuid() == 0
+        if !root {
+            logger.notice("running as uid \(geteuid()), not root: every request runs with this user's rights (no credential switching)")
+        }
+        var fsOptions = FSOptions()
+        fsOptions.readOnly = readonly
+        fsOptions.xattr = !noXattr
+        fsOptions.inodeFileHandles = inodeFileHandles
+        fsOptions.writebackCache = writeback
+        let fs: PassthroughFS
+        do {
+            fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
+        } catch {
+            if inodeFileHandles == .mandatory && error.rawValue == EOPNOTSUPP {
+                throw StartupError("\(source) does not support file handles, but --inode-file-handles mandatory was given")
+            }
+            throw StartupError("cannot open source \(source): \(error)")
+        }
+        var engineOptions = EngineOptions()
+        engineOptions.cache = cache
+        engineOptions.writebackCache = writeback
+        let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
+
+        var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry"]
+        if allowOther ?? root { mountOptions.append("allow_other") }
+        if readonly { mountOptions.append("ro") }
+
+        // Signals go to one waiting thread only; request threads inherit the blocked mask.
+        let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP])
+        signal(SIGPIPE, SIG_IGN)
+        let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
+        defer { mount.close() }
+        let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount, logger: logger)
+        try signals.start { signal in
+            logger.info("signal \(signal) received")
+            server.stop()
+        }
+        logger.info("serving \(source) at \(mountpoint) (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
+        try server.run()
+        logger.info("unmounted; exiting")
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// A start-up problem, reported as one line and exit status 2.
+struct StartupError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+func printError(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
