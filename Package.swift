@@ -44,6 +44,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
-        .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"]),
+        // Mount-level tests: start `ferry serve` and drive the mount with real tools.
+        .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
+                    swiftSettings: [.swiftLanguageMode(.v5)]),
     ]
 )

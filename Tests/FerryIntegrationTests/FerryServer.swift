@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+
+/// A `ferry serve` process on a scratch SOURCE and MOUNTPOINT, for tests that need a real mount.
+final class FerryServer {
+    let source: String
+    let mountpoint: String
+    let process = Process()
+    let logURL: URL
+
+    /// The ferry binary built beside the test bundle.
+    static var binary: String {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [bundleDir, bundleDir.deletingLastPathComponent()] {
+            let path = candidate.appendingPathComponent("ferry").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return Bundle(for: FerryServer.self).bundleURL.deletingLastPathComponent().appendingPathComponent("ferry").path
+    }
+
+    /// Starts ferry on `source` (created if missing) and waits until the mount is up.
+    /// `prefix` runs ferry under another command (e.g. prlimit or setpriv).
+    init(source: String? = nil, mountpoint: String? = nil, arguments: [String] = [], prefix: [String] = [],
+         waitForMount: Bool = true) throws {
+        let scratch = try Scratch.directory("ferry-test")
+        self.source = source ?? scratch + "/src"
+        self.mountpoint = mountpoint ?? scratch + "/mnt"
+        try FileManager.default.createDirectory(atPath: self.source, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: self.mountpoint, withIntermediateDirectories: true)
+        logURL = URL(fileURLWithPath: scratch + "/ferry.log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logURL)
+        let command = prefix + [FerryServer.binary, "serve", self.source, self.mountpoint] + arguments
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        if waitForMount { try waitUntilMounted() }
+    }
+
+    /// Whether `mountpoint` is a ferry FUSE mount right now.
+    static func isMounted(_ mountpoint: String) -> Bool {
+        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
+        return mounts.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && fields[1] == mountpoint && fields[2].hasPrefix("fuse")
+        }
+    }
+
+    func waitUntilMounted(timeout: TimeInterval = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if FerryServer.isMounted(mountpoint) { return }
+            if !process.isRunning { throw TestFailure("ferry exited early (\(process.terminationStatus)): \(log)") }
+            usleep(20_000)
+        }
+        throw TestFailure("mount did not appear within \(timeout) s: \(log)")
+    }
+
+    /// Everything ferry logged so far.
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    /// Sends `signal` and waits for the exit; returns the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeout: TimeInterval = 15) -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        if FerryServer.isMounted(mountpoint) { _ = try? runCommand(["umount", "-l", mountpoint]) }
+        return process.terminationStatus
+    }
+
+    deinit { stop() }
+}
+
+/// Runs a command to completion; returns (status, stdout+stderr).
+@discardableResult
+func runCommand(_ command: [String], timeout: TimeInterval = 600) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = command
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    final class Collected: @unchecked Sendable { var data = Data() }
+    let collected = Collected()
+    let reader = Thread { collected.data = pipe.fileHandleForReading.readDataToEndOfFile() }
+    reader.start()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning {
+        process.terminate()
+        process.waitUntilExit()
+        throw TestFailure("timed out after \(timeout) s: \(command.joined(separator: " "))")
+    }
+    while !reader.isFinished { usleep(1000) }
+    return (process.terminationStatus, String(decoding: collected.data, as: UTF8.self))
+}
+
+/// Scratch directories on the host's disk, removed at process exit.
+enum Scratch {
+    static func directory(_ prefix: String) throws -> String {
+        let base = ProcessInfo.processInfo.environment["FERRY_TEST_DIR"] ?? "/var/tmp"
+        let template = "\(base)/\(prefix).XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard mkdtemp(&bytes) != nil else { throw TestFailure("mkdtemp failed") }
+        return String(cString: bytes)
+    }
+}
+
+/// Path of a helper script shipped with the tests.
+func script(_ name: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("scripts/\(name)").path
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
