@@ -14,6 +14,9 @@ public final class DevFuseServer: Sendable {
     let threads: Int
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
+    /// Set when readers must leave even though the kernel still has the connection open.
+    private let abandoning = Atomic<Bool>(false)
+    private let readers = Mutex<[HostThread]>([])
 
     public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, logger: Logger) {
         self.engine = engine
@@ -34,13 +37,14 @@ public final class DevFuseServer: Sendable {
             }
         }
         logger.info("serving with \(threads) reader thread(s)")
-        var running: [HostThread] = []
+        ReaderWakeup.install()
         for (index, fd) in descriptors.enumerated() {
-            running.append(try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
+            let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
                 self.serve(fd: fd)
-            })
+            }
+            readers.withLock { $0.append(thread) }
         }
-        running.forEach { $0.join() }
+        readers.withLock { $0 }.forEach { $0.join() }
         for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
         logger.info("connection closed; \(engine.fs.inodes.count) node(s) and \(engine.fs.openFiles.count) open file(s) were still known")
     }
@@ -52,10 +56,14 @@ public final class DevFuseServer: Sendable {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
         logger.info("unmounting \(mount.mountpoint)")
         mount.detach()
-        _ = try? HostThread.spawn(name: "ferry-stop") { [mount, logger] in
+        _ = try? HostThread.spawn(name: "ferry-stop") { [self] in
             sleep(grace)
             logger.warning("connection still open \(grace) s after unmount (files held open?); aborting it")
             mount.abortConnection()
+            // Without fusectl, leave anyway: wake the readers, and closing the last /dev/fuse
+            // descriptor makes the kernel abort the connection.
+            abandoning.store(true, ordering: .relaxed)
+            readers.withLock { $0 }.forEach { $0.signal(ReaderWakeup.signal) }
         }
     }
 
@@ -82,7 +90,8 @@ public final class DevFuseServer: Sendable {
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {
             switch DevFuseDevice.read(fd, into: buffer) {
-            case .retry: continue
+            case .retry:
+                if abandoning.load(ordering: .relaxed) { return }
             case .closed: return
             case let .request(n):
                 if case let .reply(bytes) = engine.handle(buffer.view(count: n), worker: worker) {

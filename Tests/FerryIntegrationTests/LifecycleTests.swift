@@ -1,0 +1,138 @@
+import Foundation
+import XCTest
+
+/// Start-up errors, clean exits on signals and unmounts, and what a killed server leaves.
+final class LifecycleTests: XCTestCase {
+    /// Runs `ferry serve` expecting it to refuse to start; returns its output.
+    private func refuse(_ source: String, _ mountpoint: String, alreadyMounted: Bool = false,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let before = mountCount(mountpoint)
+        let result = try runCommand([FerryServer.binary, "serve", source, mountpoint], timeout: 30)
+        XCTAssertNotEqual(result.status, 0, "ferry started: \(result.output)", file: file, line: line)
+        let lines = result.output.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "expected one line, got: \(result.output)", file: file, line: line)
+        XCTAssertEqual(mountCount(mountpoint), before, "left a mount behind", file: file, line: line)
+        XCTAssertEqual(before, alreadyMounted ? 1 : 0, file: file, line: line)
+        return result.output
+    }
+
+    private func mountCount(_ mountpoint: String) -> Int {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        return mounts.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == mountpoint }.count
+    }
+
+    func testMissingSourceIsOneLineError() throws {
+        let dir = try Scratch.directory("ferry-life")
+        try FileManager.default.createDirectory(atPath: dir + "/mnt", withIntermediateDirectories: true)
+        let output = try refuse(dir + "/nope", dir + "/mnt")
+        XCTAssertTrue(output.contains("source \(dir)/nope") && output.contains("No such file"), output)
+    }
+
+    func testSourceThatIsAFileIsRefused() throws {
+        let dir = try Scratch.directory("ferry-life")
+        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        try FileManager.default.createDirectory(atPath: dir + "/mnt", withIntermediateDirectories: true)
+        XCTAssertTrue(try refuse(dir + "/file", dir + "/mnt").contains("is not a directory"))
+    }
+
+    func testMountpointThatIsMissingOrAFileIsRefused() throws {
+        let dir = try Scratch.directory("ferry-life")
+        try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        XCTAssertTrue(try refuse(dir + "/src", dir + "/file").contains("is not a directory"))
+        XCTAssertTrue(try refuse(dir + "/src", dir + "/missing").contains("No such file"))
+    }
+
+    func testBusyMountpointIsRefused() throws {
+        let server = try FerryServer()
+        let output = try refuse(server.source, server.mountpoint, alreadyMounted: true)
+        XCTAssertTrue(output.contains("busy"), output)
+        XCTAssertEqual(server.stop(), 0)
+    }
+
+    func testSigtermAndSigintUnmountAndExitZero() throws {
+        for signal in [SIGTERM, SIGINT] {
+            let server = try FerryServer()
+            try "x".write(toFile: server.mountpoint + "/f", atomically: false, encoding: .utf8)
+            XCTAssertEqual(server.stop(signal: signal), 0, server.log)
+            XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+            XCTAssertEqual(try String(contentsOfFile: server.source + "/f", encoding: .utf8), "x")
+        }
+    }
+
+    func testExternalUnmountEndsTheServer() throws {
+        for tool in [["fusermount3", "-u"], ["umount"]] {
+            let server = try FerryServer()
+            XCTAssertEqual(try runCommand(tool + [server.mountpoint]).status, 0)
+            let deadline = Date().addingTimeInterval(10)
+            while server.process.isRunning && Date() < deadline { usleep(20_000) }
+            XCTAssertFalse(server.process.isRunning, "ferry still running after \(tool[0])")
+            XCTAssertEqual(server.process.terminationStatus, 0, server.log)
+        }
+    }
+
+    func testStopWithFilesHeldOpenStillExits() throws {
+        let server = try FerryServer()
+        let holder = open(server.mountpoint + "/held", O_CREAT | O_RDWR, 0o644)
+        XCTAssertGreaterThanOrEqual(holder, 0)
+        let started = Date()
+        XCTAssertEqual(server.stop(signal: SIGTERM, timeout: 15), 0, server.log)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10, "took too long to give up the connection")
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+        var st = stat()
+        XCTAssertEqual(fstat(holder, &st), -1, "the held file still works after the server left")
+        close(holder)
+    }
+
+    func testKilledServerLeavesEnotconnAndFsyncedData() throws {
+        let server = try FerryServer()
+        let fd = open(server.mountpoint + "/durable", O_CREAT | O_WRONLY, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(write(fd, "committed", 9), 9)
+        XCTAssertEqual(fsync(fd), 0)
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+        var st = stat()
+        XCTAssertEqual(stat(server.mountpoint + "/durable", &st), -1)
+        XCTAssertEqual(errno, ENOTCONN)
+        close(fd)
+        XCTAssertEqual(try String(contentsOfFile: server.source + "/durable", encoding: .utf8), "committed")
+        // A new server on the dead mount says how to clean up; the documented cleanup works.
+        let output = try runCommand([FerryServer.binary, "serve", server.source, server.mountpoint]).output
+        XCTAssertTrue(output.contains("dead FUSE mount") && output.contains("fusermount3 -u"), output)
+        XCTAssertEqual(try runCommand(["fusermount3", "-u", server.mountpoint]).status, 0)
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+    }
+
+    func testOrdinaryUserServesWithOwnRights() throws {
+        // An ordinary user needs a passwd entry (fusermount3 asks) and access to /dev/fuse.
+        _ = try runCommand(["useradd", "-M", "-u", "2001", "ferrytest"])
+        var st = stat()
+        XCTAssertEqual(stat("/dev/fuse", &st), 0)
+        let oldMode = st.st_mode & 0o7777
+        chmod("/dev/fuse", 0o666)
+        defer { chmod("/dev/fuse", oldMode) }
+        let dir = try Scratch.directory("ferry-user")
+        chmod(dir, 0o755)
+        for sub in ["src", "mnt"] {
+            mkdir(dir + "/" + sub, 0o755)
+            chown(dir + "/" + sub, 2001, 2001)
+        }
+        let server = try FerryServer(source: dir + "/src", mountpoint: dir + "/mnt",
+                                     prefix: ["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups"])
+        let write = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",
+                                    "sh", "-c", "echo hi > \(dir)/mnt/mine && stat -c %u:%g \(dir)/mnt/mine"])
+        XCTAssertEqual(write.output.trimmingCharacters(in: .whitespacesAndNewlines), "2001:2001", write.output)
+        XCTAssertEqual(stat(dir + "/src/mine", &st), 0)
+        XCTAssertEqual(st.st_uid, 2001)
+        XCTAssertTrue(server.log.contains("not root"), server.log)
+        // The mount is private to its user (no allow_other): root is refused by the kernel.
+        XCTAssertEqual(stat(dir + "/mnt/mine", &st), -1)
+        let unmount = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",
+                                      "fusermount3", "-u", dir + "/mnt"])
+        XCTAssertEqual(unmount.status, 0, unmount.output)
+        let deadline = Date().addingTimeInterval(10)
+        while server.process.isRunning && Date() < deadline { usleep(20_000) }
+        XCTAssertEqual(server.process.terminationStatus, 0, server.log)
+    }
+}
