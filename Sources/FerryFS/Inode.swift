@@ -35,6 +35,13 @@ public final class Inode: Sendable {
         self.nodeID = nodeID; self.key = key; self.type = type; self.location = location
     }
 
+    /// Whether a file with this inode's key and file handle `handle` is this very file. An
+    /// inode kept by descriptor pins the host inode, so its number cannot have been reused.
+    func isSameFile(as handle: FileHandle?) -> Bool {
+        guard case let .handle(mine, _) = location, let handle else { return true }
+        return mine == handle
+    }
+
     /// Whether the inode is a symbolic link.
     public var isSymlink: Bool { type == .symlink }
 

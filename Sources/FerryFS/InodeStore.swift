@@ -62,12 +62,21 @@ public final class InodeStore: Sendable {
     /// Records one more kernel reference to the inode open as `fd` (any descriptor of it,
     /// owned by the caller, who closes it afterwards) and returns its node.
     /// `keepDescriptor` forces an O_PATH descriptor (files that have no name, e.g. O_TMPFILE).
+    ///
+    /// A known key is the same file only if its file handle matches too: the host reuses inode
+    /// numbers, and a node the kernel still holds for a deleted file must not answer for the
+    /// new file that got its number (the handle's generation tells them apart).
     public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> Inode {
         let key = InodeStore.key(of: stat)
-        if let known = reference(key) { return known }
-        let location = try makeLocation(fd: fd, key: key, keepDescriptor: keepDescriptor)
+        var handle: FileHandle? = nil
+        if mode != .never && !keepDescriptor {
+            do { handle = try FileHandle.of(fd).handle }
+            catch { if mode == .mandatory { throw error } }
+        }
+        if let known = reference(key, handle: handle) { return known }
+        let location = try makeLocation(fd: fd, key: key, handle: handle)
         return state.withLock { s in
-            if let id = s.byKey[key], var entry = s.byID[id] {
+            if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
                 entry.lookups += 1
                 s.byID[id] = entry
                 return entry.inode
@@ -76,7 +85,7 @@ public final class InodeStore: Sendable {
             s.nextID += 1
             let inode = Inode(nodeID: id, key: key, type: FileType(mode: UInt32(stat.stx_mode)), location: location)
             s.byID[id] = Entry(inode: inode, lookups: 1)
-            s.byKey[key] = id
+            s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
             return inode
         }
     }
@@ -104,9 +113,9 @@ public final class InodeStore: Sendable {
         _ = removed  // released (and its descriptor closed) outside the lock
     }
 
-    private func reference(_ key: InodeKey) -> Inode? {
+    private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {
         state.withLock { s in
-            guard let id = s.byKey[key], var entry = s.byID[id] else { return nil }
+            guard let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) else { return nil }
             if id != InodeStore.rootID {
                 entry.lookups += 1
                 s.byID[id] = entry
@@ -115,16 +124,9 @@ public final class InodeStore: Sendable {
         }
     }
 
-    private func makeLocation(fd: Int32, key: InodeKey, keepDescriptor: Bool) throws(Errno) -> Inode.Location {
-        if mode != .never && !keepDescriptor {
-            do {
-                let (handle, _) = try FileHandle.of(fd)
-                if let mount = try mountFD(for: key.mountID, anyFD: fd) {
-                    return .handle(handle, mount: mount)
-                }
-            } catch {
-                if mode == .mandatory { throw error }
-            }
+    private func makeLocation(fd: Int32, key: InodeKey, handle: FileHandle?) throws(Errno) -> Inode.Location {
+        if let handle, let mount = try mountFD(for: key.mountID, anyFD: fd) {
+            return .handle(handle, mount: mount)
         }
         return .descriptor(OwnedFD(try Host.reopen(fd, flags: HostFlags.oPath | HostFlags.oNoFollow)))
     }

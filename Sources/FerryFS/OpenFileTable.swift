@@ -36,6 +36,12 @@ public final class OpenFileTable: Sendable {
         files.withLock { $0.removeValue(forKey: fh) }
     }
 
+    /// Some open file of node `nodeID`, if the kernel has one open (a linear search: only used
+    /// when a file can no longer be reached by its handle).
+    public func anyFile(of nodeID: UInt64) -> OpenFile? {
+        files.withLock { $0.values.first { $0.nodeID == nodeID } }
+    }
+
     /// Number of open files and directories.
     public var count: Int { files.withLock { $0.count } }
 }

@@ -75,10 +75,17 @@ public final class PassthroughFS: Sendable {
         return Entry(nodeID: inode.nodeID, stat: stat)
     }
 
-    /// Runs `body` with the O_PATH descriptor of `nodeID`.
+    /// Runs `body` with the O_PATH descriptor of `nodeID`. A handle-based inode whose file was
+    /// deleted on the host (ESTALE) is still reachable while the kernel has it open: then one of
+    /// its open descriptors stands in, as it would for a local file that is open but unlinked.
     func withNode<R>(_ nodeID: UInt64, _ ctx: ThreadCredentials,
                      _ body: (Inode, Int32) throws(Errno) -> R) throws(Errno) -> R {
         let inode = try inodes.get(nodeID)
-        return try inode.withPathFD(ctx) { (fd) throws(Errno) in try body(inode, fd) }
+        do {
+            return try inode.withPathFD(ctx) { (fd) throws(Errno) in try body(inode, fd) }
+        } catch {
+            guard error == .stale, let file = openFiles.anyFile(of: nodeID) else { throw error }
+            return try withExtendedLifetime(file) { () throws(Errno) -> R in try body(inode, file.fd.rawValue) }
+        }
     }
 }
