@@ -44,6 +44,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        // The engine and filesystem driven with raw request bytes on a scratch directory (no mount).
+        .testTarget(name: "FerryEngineTests", dependencies: [
+            "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),

@@ -132,6 +132,7 @@ public enum RequestDecoder {
         let header = InHeader(
             length: try r.read(), opcode: try r.read(), unique: try r.read(), nodeID: try r.read(),
             uid: try r.read(), gid: try r.read(), pid: try r.read(), totalExtensionLength: try r.read())
+        try r.skip(2)  // padding
         guard Int(header.length) == bytes.count else {
             throw .lengthMismatch(header: header.length, received: bytes.count)
         }
@@ -184,6 +185,7 @@ public enum RequestDecoder {
             let mode: UInt32 = try r.read()
             try r.skip(4)
             let uid: UInt32 = try r.read(), gid: UInt32 = try r.read()
+            try r.skip(4)  // unused5
             operation = .setattr(SetattrIn(
                 valid: SetattrValid(rawValue: valid), fh: fh, size: size, lockOwner: owner,
                 atime: atime, mtime: mtime, ctime: ctime, atimeNsec: an, mtimeNsec: mn, ctimeNsec: cn,
@@ -274,13 +276,18 @@ public enum RequestDecoder {
         case .removexattr: operation = .removexattr(name: try r.cString())
         case .access:
             let mask: UInt32 = try r.read()
+            try r.skip(4)
             operation = .access(mask: mask)
         case .fallocate:
             let fh: UInt64 = try r.read(), off: UInt64 = try r.read(), len: UInt64 = try r.read()
-            operation = .fallocate(fh: fh, offset: off, length: len, mode: try r.read())
+            let mode: UInt32 = try r.read()
+            try r.skip(4)
+            operation = .fallocate(fh: fh, offset: off, length: len, mode: mode)
         case .lseek:
             let fh: UInt64 = try r.read(), off: UInt64 = try r.read()
-            operation = .lseek(fh: fh, offset: off, whence: try r.read())
+            let whence: UInt32 = try r.read()
+            try r.skip(4)
+            operation = .lseek(fh: fh, offset: off, whence: whence)
         case .copyFileRange:
             operation = .copyFileRange(CopyFileRangeIn(
                 fhIn: try r.read(), offsetIn: try r.read(), nodeIDOut: try r.read(), fhOut: try r.read(),
@@ -296,6 +303,7 @@ public enum RequestDecoder {
             let fh: UInt64 = try r.read(), owner: UInt64 = try r.read()
             let lock = FileLock(start: try r.read(), end: try r.read(), type: try r.read(), pid: try r.read())
             let lockIn = LockIn(fh: fh, owner: owner, lock: lock, lockFlags: try r.read())
+            try r.skip(4)
             operation = opcode == .getlk ? .getlk(lockIn) : .setlk(lockIn, blocking: opcode == .setlkw)
         case .bmap, .poll, .notifyReply, .setupMapping, .removeMapping, .copyFileRange64:
             operation = .unsupported(opcode: header.opcode)

@@ -1,0 +1,124 @@
+import FerryEngine
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Foundation
+import Logging
+import XCTest
+
+/// Requests as raw bytes through the engine onto a scratch directory, replies checked as bytes.
+final class EngineTests: XCTestCase {
+    var source = ""
+    var engine: FUSEEngine!
+    var worker: Worker!
+
+    override func setUpWithError() throws {
+        let template = "/var/tmp/ferry-engine.XXXXXX"
+        var bytes = Array(template.utf8CString)
+        XCTAssertNotNil(mkdtemp(&bytes))
+        source = String(cString: bytes)
+        let logger = Logger(label: "test")
+        let fs = try PassthroughFS(source: source, options: FSOptions(), logger: logger)
+        engine = FUSEEngine(fs: fs, options: EngineOptions(), logger: logger)
+        worker = engine.makeWorker()
+        var initBody = Message()
+        initBody.u32(7); initBody.u32(45); initBody.u32(65536); initBody.u32(UInt32(InitFlags.asyncRead.rawValue))
+        let reply = send(initBody.request(26, unique: 1, node: 0))
+        XCTAssertEqual(reply.error, 0)
+        XCTAssertEqual(reply.body.count, FUSEABI.initOutSize)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: source)
+    }
+
+    struct Message {
+        var bytes: [UInt8] = []
+        mutating func u32(_ v: UInt32) { bytes += withUnsafeBytes(of: v.littleEndian, Array.init) }
+        mutating func u64(_ v: UInt64) { bytes += withUnsafeBytes(of: v.littleEndian, Array.init) }
+        mutating func name(_ s: String) { bytes += Array(s.utf8) + [0] }
+        func request(_ opcode: UInt32, unique: UInt64, node: UInt64, uid: UInt32 = 0) -> [UInt8] {
+            var h = Message()
+            h.u32(UInt32(40 + bytes.count)); h.u32(opcode); h.u64(unique); h.u64(node)
+            h.u32(uid); h.u32(uid); h.u32(0); h.u32(0)
+            return h.bytes + bytes
+        }
+    }
+
+    struct Reply { let unique: UInt64; let error: Int32; let body: [UInt8] }
+
+    func send(_ bytes: [UInt8]) -> Reply {
+        let result = bytes.withUnsafeBytes { engine.handle(ByteView($0), worker: worker) }
+        guard case let .reply(view) = result else { return Reply(unique: 0, error: 1, body: []) }
+        let all = view.bytes
+        XCTAssertEqual(view.load(UInt32.self, at: 0), UInt32(all.count))
+        return Reply(unique: view.load(UInt64.self, at: 8)!, error: view.load(Int32.self, at: 4)!,
+                     body: Array(all[16...]))
+    }
+
+    func lookup(_ name: String, parent: UInt64 = 1) -> Reply {
+        var m = Message(); m.name(name)
+        return send(m.request(1, unique: 10, node: parent))
+    }
+
+    func testMalformedRequestGetsEinvalAndServingContinues() {
+        var bad = Message(); bad.bytes = Array("no-terminator".utf8)
+        let reply = send(bad.request(1, unique: 77, node: 1))
+        XCTAssertEqual(reply.unique, 77)
+        XCTAssertEqual(reply.error, -EINVAL)
+        XCTAssertEqual(lookup("missing").error, -ENOENT)
+        FileManager.default.createFile(atPath: source + "/present", contents: Data("x".utf8))
+        let found = lookup("present")
+        XCTAssertEqual(found.error, 0)
+        XCTAssertEqual(found.body.count, FUSEABI.entryOutSize)
+    }
+
+    func testUnknownOpcodeIsEnosys() {
+        XCTAssertEqual(send(Message().request(200, unique: 5, node: 1)).error, -ENOSYS)
+        XCTAssertEqual(send(Message().request(37, unique: 5, node: 1)).error, -ENOSYS)  // BMAP
+    }
+
+    func testForgetAndInterruptGetNoReply() {
+        var f = Message(); f.u64(1)
+        let result = f.request(2, unique: 3, node: 1).withUnsafeBytes { engine.handle(ByteView($0), worker: worker) }
+        guard case .noReply = result else { return XCTFail("FORGET was answered") }
+    }
+
+    func testNamesThatCouldEscapeAreRefused() {
+        mkdir(source + "/sub", 0o755)
+        XCTAssertEqual(lookup("a/b").error, -EINVAL)
+        XCTAssertEqual(lookup("../etc").error, -EINVAL)
+        XCTAssertEqual(lookup("").error, -EINVAL)
+        // ".." of the root is the root itself (node 1).
+        let up = lookup("..")
+        XCTAssertEqual(up.error, 0)
+        XCTAssertEqual(up.body.prefix(8), withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)[...])
+        // ".." below the root is refused rather than followed on the host.
+        let sub = lookup("sub")
+        let subID = sub.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        XCTAssertEqual(lookup("..", parent: subID).error, -EINVAL)
+        var mk = Message(); mk.u32(0o755); mk.u32(0); mk.name("../escaped")
+        XCTAssertEqual(send(mk.request(9, unique: 11, node: 1)).error, -EINVAL)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: source + "/../escaped"))
+        var rn = Message(); rn.u64(1); rn.name("sub"); rn.name("../moved")
+        XCTAssertEqual(send(rn.request(12, unique: 12, node: 1)).error, -EINVAL)
+    }
+
+    func testSymlinkedDirectoryIsNotFollowed() {
+        symlink("/etc", source + "/etc-link")
+        let link = lookup("etc-link")
+        XCTAssertEqual(link.error, 0)
+        let linkID = link.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        XCTAssertEqual(lookup("passwd", parent: linkID).error, -ENOTDIR)
+        var od = Message(); od.u32(0); od.u32(0)
+        XCTAssertEqual(send(od.request(27, unique: 13, node: linkID)).error, -ENOTDIR)
+        var op = Message(); op.u32(0); op.u32(0)
+        XCTAssertEqual(send(op.request(14, unique: 14, node: linkID)).error, -ELOOP)
+    }
+
+    func testUnknownNodeAndHandleAreErrors() {
+        XCTAssertEqual(lookup("x", parent: 999_999).error, -ESTALE)
+        var r = Message(); r.u64(123_456); r.u64(0); r.u32(10); r.u32(0); r.u64(0); r.u32(0); r.u32(0)
+        XCTAssertEqual(send(r.request(15, unique: 15, node: 1)).error, -EBADF)
+    }
+}
