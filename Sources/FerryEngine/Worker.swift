@@ -13,10 +13,9 @@ public final class Worker {
     public init(options: EngineOptions, switchCredentials: Bool) {
         credentials = ThreadCredentials(switching: switchCredentials)
         replyBuffer = MessageBuffer(capacity: options.replyBufferSize)
-        if switchCredentials {
-            try? ThreadCredentials.unshareFilesystemContext()
-            credentials.setUmask(0)
-        }
+        // Its own umask, so each create applies its caller's umask (DONT_MASK) and nothing else.
+        try? ThreadCredentials.unshareFilesystemContext()
+        credentials.setUmask(0)
     }
 }
 

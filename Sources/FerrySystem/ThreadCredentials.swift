@@ -12,7 +12,7 @@ public final class ThreadCredentials {
     private var uid: UInt32 = 0
     private var gid: UInt32 = 0
     private var groups: [UInt32] = []
-    private var umask: UInt32 = 0
+    private var umask: UInt32 = 0o777_777   // unknown until the first setUmask
 
     /// Creates the state for the calling thread; `switching` is typically `geteuid() == 0`.
     public init(switching: Bool) {

@@ -16,7 +16,7 @@ final class EngineTests: XCTestCase {
         let template = "/var/tmp/ferry-engine.XXXXXX"
         var bytes = Array(template.utf8CString)
         XCTAssertNotNil(mkdtemp(&bytes))
-        source = String(cString: bytes)
+        source = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let logger = Logger(label: "test")
         let fs = try PassthroughFS(source: source, options: FSOptions(), logger: logger)
         engine = FUSEEngine(fs: fs, options: EngineOptions(), logger: logger)
@@ -67,7 +67,7 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(reply.unique, 77)
         XCTAssertEqual(reply.error, -EINVAL)
         XCTAssertEqual(lookup("missing").error, -ENOENT)
-        FileManager.default.createFile(atPath: source + "/present", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: source + "/present", contents: Data("x".utf8))
         let found = lookup("present")
         XCTAssertEqual(found.error, 0)
         XCTAssertEqual(found.body.count, FUSEABI.entryOutSize)

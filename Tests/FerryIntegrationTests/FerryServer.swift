@@ -110,7 +110,7 @@ enum Scratch {
         let template = "\(base)/\(prefix).XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw TestFailure("mkdtemp failed") }
-        return String(cString: bytes)
+        return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -121,8 +121,8 @@ final class LifecycleTests: XCTestCase {
         let server = try FerryServer(source: dir + "/src", mountpoint: dir + "/mnt",
                                      prefix: ["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups"])
         let write = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",
-                                    "sh", "-c", "echo hi > \(dir)/mnt/mine && stat -c %u:%g \(dir)/mnt/mine"])
-        XCTAssertEqual(write.output.trimmingCharacters(in: .whitespacesAndNewlines), "2001:2001", write.output)
+                                    "sh", "-c", "umask 027; echo hi > \(dir)/mnt/mine && stat -c %u:%g:%a \(dir)/mnt/mine"])
+        XCTAssertEqual(write.output.trimmingCharacters(in: .whitespacesAndNewlines), "2001:2001:640", write.output)
         XCTAssertEqual(stat(dir + "/src/mine", &st), 0)
         XCTAssertEqual(st.st_uid, 2001)
         XCTAssertTrue(server.log.contains("not root"), server.log)
