@@ -28,7 +28,7 @@ final class FerryServer {
         try FileManager.default.createDirectory(atPath: self.source, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: self.mountpoint, withIntermediateDirectories: true)
         logURL = URL(fileURLWithPath: scratch + "/ferry.log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let log = try FileHandle(forWritingTo: logURL)
         let command = prefix + [FerryServer.binary, "serve", self.source, self.mountpoint] + arguments
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

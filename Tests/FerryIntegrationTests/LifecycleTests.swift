@@ -30,7 +30,7 @@ final class LifecycleTests: XCTestCase {
 
     func testSourceThatIsAFileIsRefused() throws {
         let dir = try Scratch.directory("ferry-life")
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data())
         try FileManager.default.createDirectory(atPath: dir + "/mnt", withIntermediateDirectories: true)
         XCTAssertTrue(try refuse(dir + "/file", dir + "/mnt").contains("is not a directory"))
     }
@@ -38,7 +38,7 @@ final class LifecycleTests: XCTestCase {
     func testMountpointThatIsMissingOrAFileIsRefused() throws {
         let dir = try Scratch.directory("ferry-life")
         try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data())
         XCTAssertTrue(try refuse(dir + "/src", dir + "/file").contains("is not a directory"))
         XCTAssertTrue(try refuse(dir + "/src", dir + "/missing").contains("No such file"))
     }
