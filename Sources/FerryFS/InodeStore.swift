@@ -6,23 +6,30 @@ import Synchronization
 ///
 /// LOOKUP-like replies add one reference, FORGET and BATCH_FORGET drop them, and at zero the
 /// node is gone. Node ids are never reused. Node 1 is the shared root and is never forgotten.
+///
+/// The table is split into 64 shards, each with its own lock, so request threads rarely meet:
+/// a node lives in the shard its key hashes to, and its id carries that shard in the low 6
+/// bits, so lookups by key and by id both find it there.
 public final class InodeStore: Sendable {
     private struct Entry {
         let inode: Inode
         var lookups: UInt64
     }
 
-    private struct State {
+    private struct Shard {
         var byID: [UInt64: Entry] = [:]
         var byKey: [InodeKey: UInt64] = [:]
-        var mountFDs: [UInt64: OwnedFD] = [:]
-        var nextID: UInt64 = 2
+        var nextSequence: UInt64 = 1
     }
 
     /// The root's node id, fixed by the FUSE protocol.
     public static let rootID: UInt64 = 1
+    private static let shardBits = 6
+    private static let shardCount = 1 << shardBits
 
-    private let state = Mutex(State())
+    private let shards: [Mutex<Shard>]
+    private let mountFDs = Mutex<[UInt64: OwnedFD]>([:])
+    private let rootMount: (id: UInt64, fd: OwnedFD)
     private let mode: InodeFileHandles
     /// The shared root.
     public let root: Inode
@@ -36,11 +43,21 @@ public final class InodeStore: Sendable {
         if mode == .mandatory {
             _ = try FileHandle.of(rootFD.rawValue)   // fail at start-up, not on the first lookup
         }
-        state.withLock {
+        rootMount = (key.mountID, rootDirectory)
+        shards = (0..<InodeStore.shardCount).map { _ in Mutex(Shard()) }
+        let root = self.root
+        shard(of: key).withLock {
             $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1)
             $0.byKey[key] = InodeStore.rootID
-            $0.mountFDs[key.mountID] = rootDirectory
         }
+    }
+
+    private func shard(of key: InodeKey) -> Mutex<Shard> {
+        shards[key.hashValue & (InodeStore.shardCount - 1)]
+    }
+
+    private func shard(ofID nodeID: UInt64) -> Mutex<Shard> {
+        shards[Int(nodeID & UInt64(InodeStore.shardCount - 1))]
     }
 
     /// The host identity of a statx result.
@@ -52,12 +69,12 @@ public final class InodeStore: Sendable {
     /// The inode for `nodeID`; ESTALE when the kernel names a node it has forgotten.
     public func get(_ nodeID: UInt64) throws(Errno) -> Inode {
         if nodeID == InodeStore.rootID { return root }
-        guard let inode = state.withLock({ $0.byID[nodeID]?.inode }) else { throw Errno.stale }
+        guard let inode = shard(ofID: nodeID).withLock({ $0.byID[nodeID]?.inode }) else { throw Errno.stale }
         return inode
     }
 
     /// Number of nodes the kernel holds (root included).
-    public var count: Int { state.withLock { $0.byID.count } }
+    public var count: Int { shards.reduce(0) { total, shard in total + shard.withLock { $0.byID.count } } }
 
     /// Records one more kernel reference to the inode open as `fd` (any descriptor of it,
     /// owned by the caller, who closes it afterwards) and returns its node.
@@ -75,14 +92,17 @@ public final class InodeStore: Sendable {
         }
         if let known = reference(key, handle: handle) { return known }
         let location = try makeLocation(fd: fd, key: key, handle: handle)
-        return state.withLock { s in
+        let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
+        return shard(of: key).withLock { s in
             if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
-                entry.lookups += 1
-                s.byID[id] = entry
+                if id != InodeStore.rootID {
+                    entry.lookups += 1
+                    s.byID[id] = entry
+                }
                 return entry.inode
             }
-            let id = s.nextID
-            s.nextID += 1
+            let id = s.nextSequence << UInt64(InodeStore.shardBits) | shardIndex
+            s.nextSequence += 1
             let inode = Inode(nodeID: id, key: key, type: FileType(mode: UInt32(stat.stx_mode)), location: location)
             s.byID[id] = Entry(inode: inode, lookups: 1)
             s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
@@ -92,7 +112,8 @@ public final class InodeStore: Sendable {
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup).
     public func reference(_ inode: Inode) {
-        state.withLock { s in
+        guard inode.nodeID != InodeStore.rootID else { return }
+        shard(ofID: inode.nodeID).withLock { s in
             guard inode.nodeID != InodeStore.rootID, var entry = s.byID[inode.nodeID] else { return }
             entry.lookups += 1
             s.byID[inode.nodeID] = entry
@@ -102,7 +123,7 @@ public final class InodeStore: Sendable {
     /// Drops `count` references of `nodeID` (FORGET); the node goes away at zero.
     public func forget(_ nodeID: UInt64, count: UInt64) {
         guard nodeID != InodeStore.rootID else { return }
-        let removed: Inode? = state.withLock { s in
+        let removed: Inode? = shard(ofID: nodeID).withLock { s in
             guard var entry = s.byID[nodeID] else { return nil }
             entry.lookups = entry.lookups > count ? entry.lookups - count : 0
             if entry.lookups > 0 { s.byID[nodeID] = entry; return nil }
@@ -114,7 +135,7 @@ public final class InodeStore: Sendable {
     }
 
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {
-        state.withLock { s in
+        shard(of: key).withLock { s in
             guard let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) else { return nil }
             if id != InodeStore.rootID {
                 entry.lookups += 1
@@ -135,12 +156,13 @@ public final class InodeStore: Sendable {
     /// lifetime. The first directory seen on a mount provides it; until then (nil) inodes of
     /// that mount keep O_PATH descriptors.
     private func mountFD(for mountID: UInt64, anyFD fd: Int32) throws(Errno) -> OwnedFD? {
-        if let known = state.withLock({ $0.mountFDs[mountID] }) { return known }
+        if mountID == rootMount.id { return rootMount.fd }
+        if let known = mountFDs.withLock({ $0[mountID] }) { return known }
         guard let directory = try? Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory) else { return nil }
         let owned = OwnedFD(directory)
-        return state.withLock { s in
-            if let known = s.mountFDs[mountID] { return known }
-            s.mountFDs[mountID] = owned
+        return mountFDs.withLock { fds in
+            if let known = fds[mountID] { return known }
+            fds[mountID] = owned
             return owned
         }
     }

@@ -5,6 +5,7 @@ import Synchronization
 ///
 /// The handle is the host descriptor's number, which is unique while it is open; the table
 /// checks every `fh` the kernel sends, so a bad one is EBADF, never some other descriptor.
+/// Split into 64 shards by handle, each with its own lock.
 public final class OpenFileTable: Sendable {
     /// One open file or directory.
     public struct OpenFile: Sendable {
@@ -14,34 +15,42 @@ public final class OpenFileTable: Sendable {
         public let nodeID: UInt64
     }
 
-    private let files = Mutex<[UInt64: OpenFile]>([:])
+    private static let shardCount = 64
+    private let shards = (0..<OpenFileTable.shardCount).map { _ in Mutex<[UInt64: OpenFile]>([:]) }
 
     public init() {}
+
+    private func shard(_ fh: UInt64) -> Mutex<[UInt64: OpenFile]> {
+        shards[Int(fh % UInt64(OpenFileTable.shardCount))]
+    }
 
     /// Registers a descriptor the table now owns; returns its `fh`.
     public func insert(fd: Int32, nodeID: UInt64) -> UInt64 {
         let fh = UInt64(fd)
-        files.withLock { $0[fh] = OpenFile(fd: OwnedFD(fd), nodeID: nodeID) }
+        shard(fh).withLock { $0[fh] = OpenFile(fd: OwnedFD(fd), nodeID: nodeID) }
         return fh
     }
 
     /// The open file for `fh`, or EBADF.
     public func get(_ fh: UInt64) throws(Errno) -> OpenFile {
-        guard let file = files.withLock({ $0[fh] }) else { throw Errno.badFD }
+        guard let file = shard(fh).withLock({ $0[fh] }) else { throw Errno.badFD }
         return file
     }
 
     /// Forgets `fh`; its descriptor closes once no request uses it any more.
     public func remove(_ fh: UInt64) -> OpenFile? {
-        files.withLock { $0.removeValue(forKey: fh) }
+        shard(fh).withLock { $0.removeValue(forKey: fh) }
     }
 
     /// Some open file of node `nodeID`, if the kernel has one open (a linear search: only used
     /// when a file can no longer be reached by its handle).
     public func anyFile(of nodeID: UInt64) -> OpenFile? {
-        files.withLock { $0.values.first { $0.nodeID == nodeID } }
+        for shard in shards {
+            if let file = shard.withLock({ $0.values.first { $0.nodeID == nodeID } }) { return file }
+        }
+        return nil
     }
 
     /// Number of open files and directories.
-    public var count: Int { files.withLock { $0.count } }
+    public var count: Int { shards.reduce(0) { total, shard in total + shard.withLock { $0.count } } }
 }
