@@ -27,7 +27,7 @@ public final class InodeStore: Sendable {
     private static let shardBits = 6
     private static let shardCount = 1 << shardBits
 
-    private let shards: [Mutex<Shard>]
+    private let shards: [Locked<Shard>]
     private let mountFDs = Mutex<[UInt64: OwnedFD]>([:])
     private let rootMount: (id: UInt64, fd: OwnedFD)
     private let mode: InodeFileHandles
@@ -44,7 +44,7 @@ public final class InodeStore: Sendable {
             _ = try FileHandle.of(rootFD.rawValue)   // fail at start-up, not on the first lookup
         }
         rootMount = (key.mountID, rootDirectory)
-        shards = (0..<InodeStore.shardCount).map { _ in Mutex(Shard()) }
+        shards = (0..<InodeStore.shardCount).map { _ in Locked(Shard()) }
         let root = self.root
         shard(of: key).withLock {
             $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1)
@@ -52,11 +52,11 @@ public final class InodeStore: Sendable {
         }
     }
 
-    private func shard(of key: InodeKey) -> Mutex<Shard> {
+    private func shard(of key: InodeKey) -> Locked<Shard> {
         shards[key.hashValue & (InodeStore.shardCount - 1)]
     }
 
-    private func shard(ofID nodeID: UInt64) -> Mutex<Shard> {
+    private func shard(ofID nodeID: UInt64) -> Locked<Shard> {
         shards[Int(nodeID & UInt64(InodeStore.shardCount - 1))]
     }
 

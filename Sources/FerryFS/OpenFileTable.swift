@@ -16,11 +16,11 @@ public final class OpenFileTable: Sendable {
     }
 
     private static let shardCount = 64
-    private let shards = (0..<OpenFileTable.shardCount).map { _ in Mutex<[UInt64: OpenFile]>([:]) }
+    private let shards = (0..<OpenFileTable.shardCount).map { _ in Locked<[UInt64: OpenFile]>([:]) }
 
     public init() {}
 
-    private func shard(_ fh: UInt64) -> Mutex<[UInt64: OpenFile]> {
+    private func shard(_ fh: UInt64) -> Locked<[UInt64: OpenFile]> {
         shards[Int(fh % UInt64(OpenFileTable.shardCount))]
     }
 
