@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <pthread.h>
+#include <sys/file.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
@@ -78,3 +79,30 @@ ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *o
 }
 int ferry_syncfs(int fd) { return syncfs(fd); }
 int ferry_set_thread_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+
+int ferry_fcntl_lock(int fd, int cmd, short *type, int64_t *start, int64_t *len, int *pid) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = *type;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = *start;
+    lock.l_len = *len;
+    lock.l_pid = 0;
+    int r = fcntl(fd, cmd, &lock);
+    if (r == 0) {
+        *type = lock.l_type;
+        *start = lock.l_start;
+        *len = lock.l_len;
+        *pid = lock.l_pid;
+    }
+    return r;
+}
+int ferry_flock(int fd, int operation) { return flock(fd, operation); }
+int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(void *), void *arg) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (stack_size > 0) pthread_attr_setstacksize(&attr, stack_size);
+    int r = pthread_create(thread, &attr, start, arg);
+    pthread_attr_destroy(&attr);
+    return r;
+}

@@ -25,6 +25,10 @@ public struct EngineOptions: Sendable {
     public var cache = CacheMode.auto
     /// Ask for the kernel's writeback cache.
     public var writebackCache = false
+    /// Forward fcntl record locks to the host (POSIX_LOCKS).
+    public var posixLocks = true
+    /// Forward flock to the host (FLOCK_LOCKS).
+    public var flockLocks = true
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}

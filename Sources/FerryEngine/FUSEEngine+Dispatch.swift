@@ -20,8 +20,9 @@ extension FUSEEngine {
         case let .batchForget(items):
             for item in items { fs.forget(item.nodeID, count: item.nlookup) }
             return .silent
-        case .interrupt:
-            // Every operation completes promptly, so there is nothing to cancel yet.
+        case let .interrupt(unique):
+            // Only lock waits block; everything else completes promptly and needs no cancelling.
+            fs.locks.interrupt(unique: unique)
             return .silent
         default:
             break
@@ -83,7 +84,8 @@ extension FUSEEngine {
                 Result { () throws(Errno) in try fs.write(fh: io.fh, offset: io.offset, data: raw) }
             }.get()
             writer.append(UInt32(written)); writer.append(UInt32(0))
-        case let .flush(fh, _):
+        case let .flush(fh, lockOwner):
+            if options.posixLocks { fs.locks.flush(nodeID: h.nodeID, owner: lockOwner) }
             try fs.flush(fh: fh)
         case let .release(fh, _, _, _), let .releasedir(fh):
             try fs.release(fh: fh)
@@ -129,9 +131,22 @@ extension FUSEEngine {
             let out = try fs.ioctl(fh: i.fh, command: i.command, input: i.data.bytes, outSize: i.outSize)
             writer.append(Int32(0)); writer.append(UInt32(0)); writer.append(UInt32(0)); writer.append(UInt32(0))
             writer.append(bytes: out)
-        case .getlk, .setlk:
-            // Not advertised (POSIX_LOCKS / FLOCK_LOCKS), so the kernel keeps locks local.
-            throw Errno.noSys
+        case let .getlk(l):
+            let (conflict, pid) = try fs.getlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, lock: lockRange(l.lock))
+            writer.append(conflict.start); writer.append(conflict.end); writer.append(conflict.type); writer.append(pid)
+        case let .setlk(l, blocking):
+            let isFlock = l.lockFlags & RequestFlags.lockFlock != 0
+            guard isFlock ? options.flockLocks : options.posixLocks else { throw Errno.noSys }
+            let unique = h.unique
+            let outcome = fs.setlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, pid: l.lock.pid,
+                                   lock: lockRange(l.lock), flock: isFlock, blocking: blocking, unique: unique) {
+                [self] error in self.sendDeferredReply(unique: unique, error: error)
+            }
+            switch outcome {
+            case .waiting: return .deferred
+            case let .done(error?): throw error
+            case .done(nil): break
+            }
         case let .unsupported(opcode):
             logger.debug("#\(h.unique): opcode \(opcode) is not implemented; answering ENOSYS")
             throw Errno.noSys
@@ -139,6 +154,10 @@ extension FUSEEngine {
             break  // handled above
         }
         return .replied
+    }
+
+    func lockRange(_ l: FileLock) -> LockRange {
+        LockRange(start: l.start, end: l.end, type: l.type)
     }
 
     /// A LOOKUP-style reply for `e` with the configured timeouts.

@@ -17,6 +17,7 @@ public final class FUSEEngine: Sendable {
     public let options: EngineOptions
     let logger: Logger
     let negotiated = Mutex<Negotiated?>(nil)
+    let replySink = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
     /// Whether request threads switch to each caller's credentials (Ferry runs as root).
     public let switchCredentials: Bool
 
@@ -29,6 +30,27 @@ public final class FUSEEngine: Sendable {
 
     /// What INIT settled (nil before INIT).
     public var session: Negotiated? { negotiated.withLock { $0 } }
+
+    /// Sets where replies completed outside `handle` go (a blocking lock granted later): the
+    /// transport writes them to the kernel.
+    public func setReplySink(_ sink: @escaping @Sendable ([UInt8]) -> Void) {
+        replySink.withLock { $0 = sink }
+    }
+
+    /// Encodes and sends a reply without body for a request answered later.
+    func sendDeferredReply(unique: UInt64, error: Errno?) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(FUSEABI.outHeaderSize)
+        for b in withUnsafeBytes(of: UInt32(FUSEABI.outHeaderSize).littleEndian, Array.init) { bytes.append(b) }
+        bytes += withUnsafeBytes(of: Int32(-(error?.rawValue ?? 0)).littleEndian, Array.init)
+        bytes += withUnsafeBytes(of: unique.littleEndian, Array.init)
+        logger.debug("#\(unique) deferred reply -> \(error.map { "\($0)" } ?? "ok")")
+        guard let sink = replySink.withLock({ $0 }) else {
+            logger.error("#\(unique): no transport to send a deferred reply to")
+            return
+        }
+        sink(bytes)
+    }
 
     /// Makes the per-thread state for a request thread; call it on that thread.
     public func makeWorker() -> Worker {
@@ -70,6 +92,8 @@ public final class FUSEEngine: Sendable {
         case replied
         /// No reply is sent for this request (FORGET, INTERRUPT).
         case silent
+        /// The reply is sent later, through the reply sink (a blocking lock).
+        case deferred
         /// Answer with this errno.
         case failed(Errno)
     }
@@ -83,6 +107,9 @@ public final class FUSEEngine: Sendable {
         switch outcome {
         case .silent:
             logRequest(header, result: "no reply")
+            return .noReply
+        case .deferred:
+            logRequest(header, result: "waiting")
             return .noReply
         case .replied:
             ReplyFraming.finishSuccess(&writer, unique: header.unique)

@@ -34,6 +34,8 @@ enum Negotiation {
         var wanted = base
         if options.writebackCache { wanted.insert(.writebackCache) }
         if options.cache == .always { wanted.insert(.cacheSymlinks) }
+        if options.posixLocks { wanted.insert(.posixLocks) }   // fcntl locks become host OFD locks
+        if options.flockLocks { wanted.insert(.flockLocks) }   // flock becomes host flock
         return wanted.intersection(kernel)
     }
 

@@ -22,6 +22,8 @@ public final class PassthroughFS: Sendable {
     public let inodes: InodeStore
     /// Open files and directories.
     public let openFiles = OpenFileTable()
+    /// POSIX and flock locks on host OFD locks.
+    public let locks: LockManager
     /// Settings.
     public let options: FSOptions
     let logger: Logger
@@ -35,6 +37,7 @@ public final class PassthroughFS: Sendable {
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
         self.logger = logger
+        self.locks = LockManager(logger: logger)
         let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
         let rootFD = OwnedFD(fd)
         let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)

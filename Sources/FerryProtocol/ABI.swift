@@ -125,6 +125,8 @@ public enum RequestFlags {
     public static let openKillSuidGid: UInt32 = 1 << 0
     /// `fuse_release_in.release_flags`: also drop the flock lock.
     public static let releaseFlockUnlock: UInt32 = 1 << 1
+    /// `fuse_lk_in.lk_flags`: the lock is a flock, not a POSIX lock.
+    public static let lockFlock: UInt32 = 1 << 0
     /// `fuse_ioctl_in.flags`: 32-bit compat ioctl.
     public static let ioctlCompat: UInt32 = 1 << 0
     /// `fuse_ioctl_in.flags`: unrestricted (CUSE only).

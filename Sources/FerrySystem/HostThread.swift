@@ -11,11 +11,12 @@ public struct HostThread: @unchecked Sendable {
         init(_ body: @escaping () -> Void) { self.body = body }
     }
 
-    /// Starts `body` on a new thread named `name` (at most 15 bytes are kept).
-    public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) -> HostThread {
+    /// Starts `body` on a new thread named `name` (at most 15 bytes are kept); `stackSize` 0
+    /// keeps the default (8 MiB of address space).
+    public static func spawn(name: String, stackSize: Int = 0, _ body: @escaping @Sendable () -> Void) throws(Errno) -> HostThread {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
+        let rc = ferry_thread_create(&thread, stackSize, { arg in
             let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
             box.body()
             return nil

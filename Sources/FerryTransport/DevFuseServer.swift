@@ -28,6 +28,11 @@ public final class DevFuseServer: Sendable {
     /// Serves until the connection ends. Throws when INIT fails or no thread can start.
     public func run() throws {
         try answerInit()
+        let fd = mount.fd
+        engine.setReplySink { [logger] bytes in
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno != ENOENT { logger.error("writing a deferred reply failed: \(Errno.current)") }
+        }
         var descriptors = [mount.fd]
         for _ in 1..<threads {
             do { descriptors.append(try DevFuseDevice.clone(mount.fd)) }
@@ -37,7 +42,7 @@ public final class DevFuseServer: Sendable {
             }
         }
         logger.info("serving with \(threads) reader thread(s)")
-        ReaderWakeup.install()
+        WakeSignal.install(WakeSignal.reader)
         for (index, fd) in descriptors.enumerated() {
             let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
                 self.serve(fd: fd)
@@ -63,7 +68,7 @@ public final class DevFuseServer: Sendable {
             // Without fusectl, leave anyway: wake the readers, and closing the last /dev/fuse
             // descriptor makes the kernel abort the connection.
             abandoning.store(true, ordering: .relaxed)
-            readers.withLock { $0 }.forEach { $0.signal(ReaderWakeup.signal) }
+            readers.withLock { $0 }.forEach { $0.signal(WakeSignal.reader) }
         }
     }
 

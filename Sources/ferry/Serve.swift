@@ -33,6 +33,12 @@ struct Serve: ParsableCommand {
     @Flag(name: .customLong("no-xattr"), help: "Do not serve extended attributes.")
     var noXattr = false
 
+    @Flag(name: .customLong("no-posix-locks"), help: "Keep fcntl locks inside the mount instead of taking host locks.")
+    var noPosixLocks = false
+
+    @Flag(name: .customLong("no-flock"), help: "Keep flock locks inside the mount instead of taking host locks.")
+    var noFlock = false
+
     @Option(help: "Request threads (default: twice the core count, at least 4).")
     var threads: Int?
 
@@ -91,6 +97,8 @@ struct Serve: ParsableCommand {
         var engineOptions = EngineOptions()
         engineOptions.cache = cache
         engineOptions.writebackCache = writeback
+        engineOptions.posixLocks = !noPosixLocks
+        engineOptions.flockLocks = !noFlock
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
 
         var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry"]

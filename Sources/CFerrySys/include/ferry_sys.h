@@ -66,6 +66,14 @@ ssize_t ferry_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *o
 int ferry_syncfs(int fd);
 int ferry_set_thread_name(pthread_t thread, const char *name);
 
+/// fcntl record locks (F_GETLK/F_SETLK/F_SETLKW or the F_OFD_* forms): fills/reads a struct flock
+/// from the separate fields (whence is always SEEK_SET).
+int ferry_fcntl_lock(int fd, int cmd, short *type, int64_t *start, int64_t *len, int *pid);
+/// flock(2).
+int ferry_flock(int fd, int operation);
+/// pthread_create with a given stack size.
+int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(void *), void *arg);
+
 /// gettid(2).
 int ferry_gettid(void);
 

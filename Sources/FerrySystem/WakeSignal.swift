@@ -1,0 +1,19 @@
+import Glibc
+
+/// Signals whose only job is to break a thread out of a blocking syscall with EINTR: installed
+/// with an empty handler and without SA_RESTART.
+public enum WakeSignal {
+    /// Wakes /dev/fuse readers when a stopping server abandons the connection.
+    public static let reader = SIGUSR1
+    /// Wakes lock waiters blocked in F_OFD_SETLKW or flock when their request is interrupted.
+    public static let lockWaiter = SIGUSR2
+
+    /// Installs the empty handler for `signal` (idempotent).
+    public static func install(_ signal: Int32) {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        sigaction(signal, &action, nil)
+    }
+}
