@@ -137,10 +137,10 @@ extension FUSEEngine {
         case let .setlk(l, blocking):
             let isFlock = l.lockFlags & RequestFlags.lockFlock != 0
             guard isFlock ? options.flockLocks : options.posixLocks else { throw Errno.noSys }
-            let unique = h.unique
+            let unique = h.unique, sink = worker.deferredReplies
             let outcome = fs.setlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, pid: l.lock.pid,
                                    lock: lockRange(l.lock), flock: isFlock, blocking: blocking, unique: unique) {
-                [self] error in self.sendDeferredReply(unique: unique, error: error)
+                [self] error in self.sendDeferredReply(unique: unique, error: error, sink: sink)
             }
             switch outcome {
             case .waiting: return .deferred

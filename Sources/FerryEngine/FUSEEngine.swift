@@ -17,7 +17,6 @@ public final class FUSEEngine: Sendable {
     public let options: EngineOptions
     let logger: Logger
     let negotiated = Mutex<Negotiated?>(nil)
-    let replySink = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
     /// Whether request threads switch to each caller's credentials (Ferry runs as root).
     public let switchCredentials: Bool
 
@@ -31,30 +30,23 @@ public final class FUSEEngine: Sendable {
     /// What INIT settled (nil before INIT).
     public var session: Negotiated? { negotiated.withLock { $0 } }
 
-    /// Sets where replies completed outside `handle` go (a blocking lock granted later): the
-    /// transport writes them to the kernel.
-    public func setReplySink(_ sink: @escaping @Sendable ([UInt8]) -> Void) {
-        replySink.withLock { $0 = sink }
-    }
-
-    /// Encodes and sends a reply without body for a request answered later.
-    func sendDeferredReply(unique: UInt64, error: Errno?) {
+    /// Encodes a reply without body for a request answered later (a blocking lock granted or
+    /// interrupted) and hands it to `sink`, which writes it where the request came from.
+    func sendDeferredReply(unique: UInt64, error: Errno?, sink: DeferredReplySink) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(FUSEABI.outHeaderSize)
-        for b in withUnsafeBytes(of: UInt32(FUSEABI.outHeaderSize).littleEndian, Array.init) { bytes.append(b) }
+        bytes += withUnsafeBytes(of: UInt32(FUSEABI.outHeaderSize).littleEndian, Array.init)
         bytes += withUnsafeBytes(of: Int32(-(error?.rawValue ?? 0)).littleEndian, Array.init)
         bytes += withUnsafeBytes(of: unique.littleEndian, Array.init)
         logger.debug("#\(unique) deferred reply -> \(error.map { "\($0)" } ?? "ok")")
-        guard let sink = replySink.withLock({ $0 }) else {
-            logger.error("#\(unique): no transport to send a deferred reply to")
-            return
-        }
         sink(bytes)
     }
 
-    /// Makes the per-thread state for a request thread; call it on that thread.
-    public func makeWorker() -> Worker {
-        Worker(options: options, switchCredentials: switchCredentials)
+    /// Makes the per-thread state for a request thread; call it on that thread. `deferredReplies`
+    /// writes replies completed later to the channel this worker reads from (the kernel matches
+    /// a reply only on the /dev/fuse descriptor that delivered its request).
+    public func makeWorker(deferredReplies: @escaping DeferredReplySink = { _ in }) -> Worker {
+        Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies)
     }
 
     /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.

@@ -28,11 +28,6 @@ public final class DevFuseServer: Sendable {
     /// Serves until the connection ends. Throws when INIT fails or no thread can start.
     public func run() throws {
         try answerInit()
-        let fd = mount.fd
-        engine.setReplySink { [logger] bytes in
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno != ENOENT { logger.error("writing a deferred reply failed: \(Errno.current)") }
-        }
         var descriptors = [mount.fd]
         for _ in 1..<threads {
             do { descriptors.append(try DevFuseDevice.clone(mount.fd)) }
@@ -91,7 +86,10 @@ public final class DevFuseServer: Sendable {
     }
 
     private func serve(fd: Int32) {
-        let worker = engine.makeWorker()
+        let worker = engine.makeWorker { [logger] bytes in
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno != ENOENT { logger.error("writing a deferred reply failed: \(Errno.current)") }
+        }
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {
             switch DevFuseDevice.read(fd, into: buffer) {
