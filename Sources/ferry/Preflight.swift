@@ -48,14 +48,13 @@ enum Preflight {
         return false
     }
 
-    /// Escapes a value for libfuse's comma-separated -o list.
+    /// Escapes a value for libfuse's comma-separated -o list (backslash before "," and "\\").
     static func escapeOption(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
-    }
-}
-
-extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+        var escaped = ""
+        for character in value {
+            if character == "," || character == "\\" { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
     }
 }
