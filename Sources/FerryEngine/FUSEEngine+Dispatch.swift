@@ -27,7 +27,7 @@ extension FUSEEngine {
         default:
             break
         }
-        guard session != nil else {
+        guard initialized.load(ordering: .acquiring) else {
             logger.error("#\(h.unique): request before INIT")
             throw Errno.io
         }
@@ -209,6 +209,8 @@ extension FUSEEngine {
             writer.append(out)
             if agreed.minor > 0 {
                 negotiated.withLock { $0 = agreed }
+                agreedFlags.store(agreed.flags.rawValue, ordering: .releasing)
+                initialized.store(true, ordering: .releasing)
                 logger.info("FUSE \(request.major).\(request.minor) from the kernel; speaking 7.\(agreed.minor), flags 0x\(String(agreed.flags.rawValue, radix: 16))")
             }
             return .replied

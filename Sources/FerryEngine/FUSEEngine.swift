@@ -17,6 +17,10 @@ public final class FUSEEngine: Sendable {
     public let options: EngineOptions
     let logger: Logger
     let negotiated = Mutex<Negotiated?>(nil)
+    /// Set once INIT succeeded; read by every request without taking a lock.
+    let initialized = Atomic<Bool>(false)
+    /// The agreed INIT flags, for the per-request checks (valid once `initialized`).
+    let agreedFlags = Atomic<UInt64>(0)
     /// Whether request threads switch to each caller's credentials (Ferry runs as root).
     public let switchCredentials: Bool
 
@@ -61,7 +65,7 @@ public final class FUSEEngine: Sendable {
         var writer = WireWriter(worker.replyBuffer, offset: ReplyFraming.bodyOffset)
         let request: Request
         do {
-            let ext = session?.flags.contains(.setxattrExt) ?? false
+            let ext = InitFlags(rawValue: agreedFlags.load(ordering: .acquiring)).contains(.setxattrExt)
             request = try RequestDecoder.decode(bytes, setxattrExt: ext)
         } catch {
             let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
