@@ -72,32 +72,9 @@ public final class FUSEMount: @unchecked Sendable {
         fuse_session_destroy(session)
     }
 
-    /// Finds the device minor of the FUSE mount at `mountpoint` in /proc/self/mountinfo.
+    /// The device minor of the mount at `mountpoint` (the newest, if stacked).
     static func connectionNumber(mountpoint: String) -> UInt32? {
-        guard let file = fopen("/proc/self/mountinfo", "r") else { return nil }
-        defer { fclose(file) }
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var capacity = 0
-        defer { free(line) }
-        var found: UInt32? = nil
-        while getline(&line, &capacity, file) > 0 {
-            let fields = String(cString: line!).split(separator: " ")
-            guard fields.count > 4, unescapeMountinfo(String(fields[4])) == mountpoint else { continue }
-            let device = fields[2].split(separator: ":")
-            if device.count == 2 { found = UInt32(device[1]) }
-        }
-        return found
-    }
-
-    static func unescapeMountinfo(_ s: String) -> String {
-        var out = [UInt8](), bytes = Array(s.utf8), i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
-               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                out.append(v); i += 4
-            } else { out.append(bytes[i]); i += 1 }
-        }
-        return String(decoding: out, as: UTF8.self)
+        MountTable.entries().last { $0.mountpoint == mountpoint }?.minor
     }
 }
 

@@ -35,17 +35,8 @@ enum Preflight {
         if stat(path + "/..", &parent) == 0, parent.st_dev != device { return true }
         var real = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard realpath(path, &real) != nil else { return false }
-        let resolved = String(cString: real)
-        guard let file = fopen("/proc/self/mountinfo", "r") else { return false }
-        defer { fclose(file) }
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var capacity = 0
-        defer { free(line) }
-        while getline(&line, &capacity, file) > 0 {
-            let fields = String(cString: line!).split(separator: " ")
-            if fields.count > 4, fields[4] == resolved { return true }
-        }
-        return false
+        let resolved = String(decoding: real.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return MountTable.entries().contains { $0.mountpoint == resolved }
     }
 
     /// Escapes a value for libfuse's comma-separated -o list (backslash before "," and "\\").
