@@ -106,3 +106,5 @@ int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(voi
     pthread_attr_destroy(&attr);
     return r;
 }
+
+int ferry_tgkill(int tid, int signal) { return (int)syscall(SYS_tgkill, getpid(), tid, signal); }

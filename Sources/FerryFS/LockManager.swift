@@ -35,7 +35,8 @@ public final class LockManager: Sendable {
     final class Waiter: Sendable {
         let cancelled = Atomic<Bool>(false)
         let finished = Atomic<Bool>(false)
-        let thread = Mutex<HostThread?>(nil)
+        /// Kernel id of the waiting thread (0 until it has started).
+        let threadID = Atomic<Int32>(0)
     }
 
     struct State {
@@ -151,6 +152,7 @@ public final class LockManager: Sendable {
         }
         do {
             let thread = try HostThread.spawn(name: "ferry-lockwait", stackSize: LockManager.waiterStack) {
+                waiter.threadID.store(HostThread.currentID, ordering: .releasing)
                 while true {
                     if waiter.cancelled.load(ordering: .acquiring) { return finish(Errno.interrupted) }
                     do throws(Errno) {
@@ -161,7 +163,7 @@ public final class LockManager: Sendable {
                     }
                 }
             }
-            waiter.thread.withLock { $0 = thread }
+            thread.detach()
         } catch {
             logger.error("cannot start a lock waiter thread: \(error); answering ENOLCK")
             state.withLock { s in
@@ -194,7 +196,8 @@ public final class LockManager: Sendable {
         waiter.cancelled.store(true, ordering: .releasing)
         // The waiter may be between its check and the syscall: signal until it has finished.
         for _ in 0..<5000 where !waiter.finished.load(ordering: .acquiring) {
-            waiter.thread.withLock { $0 }?.signal(WakeSignal.lockWaiter)
+            let tid = waiter.threadID.load(ordering: .acquiring)
+            if tid != 0 { HostThread.signal(threadID: tid, WakeSignal.lockWaiter) }
             usleep(1000)
         }
         return true

@@ -29,6 +29,16 @@ public struct HostThread: @unchecked Sendable {
         return HostThread(handle: thread)
     }
 
+    /// Lets the thread's resources go when it ends, without a join.
+    public func detach() { pthread_detach(handle) }
+
+    /// The calling thread's kernel thread id.
+    public static var currentID: Int32 { ferry_gettid() }
+
+    /// Sends `signal` to the thread with kernel id `tid` in this process; harmless once it has
+    /// exited (ESRCH), unlike pthread_kill on a finished detached thread.
+    public static func signal(threadID tid: Int32, _ signal: Int32) { _ = ferry_tgkill(tid, signal) }
+
     /// Waits for the thread to finish.
     public func join() { pthread_join(handle, nil) }
 

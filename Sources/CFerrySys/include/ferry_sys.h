@@ -74,6 +74,9 @@ int ferry_flock(int fd, int operation);
 /// pthread_create with a given stack size.
 int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(void *), void *arg);
 
+/// tgkill(2): signals one thread of this process by kernel thread id (ESRCH once it has exited).
+int ferry_tgkill(int tid, int signal);
+
 /// gettid(2).
 int ferry_gettid(void);
 
