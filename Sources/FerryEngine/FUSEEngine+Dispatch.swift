@@ -88,6 +88,7 @@ extension FUSEEngine {
             if options.posixLocks { fs.locks.flush(nodeID: h.nodeID, owner: lockOwner) }
             try fs.flush(fh: fh)
         case let .release(fh, _, _, _), let .releasedir(fh):
+            if options.posixLocks { fs.locks.release(fh: fh) }
             try fs.release(fh: fh)
         case let .fsync(fh, flags), let .fsyncdir(fh, flags):
             try fs.fsync(fh: fh, dataOnly: flags & RequestFlags.fsyncDataOnly != 0)

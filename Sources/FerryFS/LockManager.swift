@@ -41,6 +41,7 @@ public final class LockManager: Sendable {
 
     struct State {
         var descriptors: [OwnerKey: OwnedFD] = [:]
+        var ownersByHandle: [UInt64: Set<OwnerKey>] = [:]            // fh → owners that locked through it
         var shadow: [UInt64: [UInt64: ShadowLocks]] = [:]          // node → owner → locks
         var waiting: [UInt64: (nodeID: UInt64, lock: LockRange)] = [:]   // owner → what it waits for
         var waiters: [UInt64: Waiter] = [:]                          // request unique → waiter
@@ -88,7 +89,7 @@ public final class LockManager: Sendable {
                       completion: @escaping @Sendable (Errno?) -> Void) -> Outcome {
         let key = OwnerKey(nodeID: nodeID, owner: owner)
         let fd: OwnedFD
-        do { fd = try ownerDescriptor(key, file: file, type: type, credentials: credentials) }
+        do { fd = try ownerDescriptor(key, fh: UInt64(file.fd.rawValue), file: file, type: type, credentials: credentials) }
         catch { return .done(error) }
         do {
             _ = try Host.ofdLock(fd.rawValue, .set, lock.host)
@@ -215,6 +216,22 @@ public final class LockManager: Sendable {
         _ = dropped   // closed here, outside the lock, unless a waiter still holds it
     }
 
+    /// RELEASE of `fh` (the client's last close of an open file): drops the locks of every owner
+    /// that locked through it. That ends the client's own OFD locks, whose owner is the open file
+    /// itself and which no FLUSH names; a process's classic locks were already dropped by the
+    /// FLUSH of that close.
+    public func release(fh: UInt64) {
+        let dropped: [OwnedFD] = state.withLock { s in
+            guard let owners = s.ownersByHandle.removeValue(forKey: fh) else { return [] }
+            return owners.compactMap { key in
+                s.shadow[key.nodeID]?[key.owner] = nil
+                if s.shadow[key.nodeID]?.isEmpty == true { s.shadow[key.nodeID] = nil }
+                return s.descriptors.removeValue(forKey: key)
+            }
+        }
+        _ = dropped   // closed outside the lock
+    }
+
     /// Number of (node, owner) host descriptors and of waiting requests (for stats and tests).
     public var counts: (descriptors: Int, waiters: Int) {
         state.withLock { ($0.descriptors.count, $0.waiters.count) }
@@ -222,13 +239,14 @@ public final class LockManager: Sendable {
 
     // MARK: Helpers
 
-    private func ownerDescriptor(_ key: OwnerKey, file: OpenFileTable.OpenFile, type: FileType?,
+    private func ownerDescriptor(_ key: OwnerKey, fh: UInt64, file: OpenFileTable.OpenFile, type: FileType?,
                                  credentials: ThreadCredentials) throws(Errno) -> OwnedFD {
         if let known = state.withLock({ $0.descriptors[key] }) { return known }
         let opened = try openOwnerDescriptor(file, type: type, credentials)
         return state.withLock { s in
             if let known = s.descriptors[key] { return known }
             s.descriptors[key] = opened
+            s.ownersByHandle[fh, default: []].insert(key)
             return opened
         }
     }

@@ -262,6 +262,11 @@ def close_and_exit_release_locks():
     h.run(f"lambda fd: os.close(os.open({path('A', name)!r}, os.O_RDONLY))")
     expect(other.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "close of another fd kept the lock")
     other.run("lambda fd: setlk(fd, UN)")
+    # The client's own OFD lock ends with the last close of its open file (no unlock sent).
+    h.run(f"lambda fd: (lambda d: (fcntl.fcntl(d, fcntl.F_OFD_SETLK, flock_struct(WR)), os.close(d)))"
+          f"(os.open({path('A', name)!r}, os.O_RDWR))")
+    expect(other.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "an OFD lock outlived its open file")
+    other.run("lambda fd: setlk(fd, UN)")
     # Exit drops everything: POSIX locks and flock.
     h.run("lambda fd: setlk(fd, WR)")
     h.run("lambda fd: fcntl.flock(os.open(" + repr(path("A", name)) + ", os.O_RDONLY), fcntl.LOCK_EX)")
