@@ -17,6 +17,10 @@ enum Preflight {
             throw StartupError("mountpoint \(mountpoint): \(error)")
         }
         if st.st_mode & S_IFMT != S_IFDIR { throw StartupError("mountpoint \(mountpoint) is not a directory") }
+        if let realSource = resolved(source), let realMount = resolved(mountpoint),
+           realMount == realSource || realMount.hasPrefix(realSource.hasSuffix("/") ? realSource : realSource + "/") {
+            throw StartupError("mountpoint \(mountpoint) is inside source \(source): the share would contain itself")
+        }
         if isMountPoint(mountpoint, device: st.st_dev) {
             throw StartupError("mountpoint \(mountpoint) is busy: something is already mounted there")
         }
@@ -33,10 +37,15 @@ enum Preflight {
     static func isMountPoint(_ path: String, device: UInt) -> Bool {
         var parent = Glibc.stat()
         if stat(path + "/..", &parent) == 0, parent.st_dev != device { return true }
+        guard let real = resolved(path) else { return false }
+        return MountTable.entries().contains { $0.mountpoint == real }
+    }
+
+    /// The canonical absolute path (realpath), or nil.
+    static func resolved(_ path: String) -> String? {
         var real = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard realpath(path, &real) != nil else { return false }
-        let resolved = String(decoding: real.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return MountTable.entries().contains { $0.mountpoint == resolved }
+        guard realpath(path, &real) != nil else { return nil }
+        return String(decoding: real.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Escapes a value for libfuse's comma-separated -o list (backslash before "," and "\\").

@@ -43,6 +43,13 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(try refuse(dir + "/src", dir + "/missing").contains("No such file"))
     }
 
+    func testMountpointInsideSourceIsRefused() throws {
+        let dir = try Scratch.directory("ferry-life")
+        try FileManager.default.createDirectory(atPath: dir + "/src/mnt", withIntermediateDirectories: true)
+        XCTAssertTrue(try refuse(dir + "/src", dir + "/src/mnt").contains("inside source"))
+        XCTAssertTrue(try refuse(dir + "/src", dir + "/src").contains("inside source"))
+    }
+
     func testBusyMountpointIsRefused() throws {
         let server = try FerryServer()
         let output = try refuse(server.source, server.mountpoint, alreadyMounted: true)
