@@ -275,8 +275,10 @@ public final class LockManager: Sendable {
         state.withLock { s in
             var locks = s.shadow[key.nodeID]?[key.owner] ?? ShadowLocks(pid: pid, ranges: [])
             locks.ranges = locks.ranges.flatMap { $0.subtracting(lock) }
-            if lock.type != UInt32(HostLock.unlock) { locks.ranges.append(lock) }
-            if lock.type != UInt32(HostLock.unlock) { locks.pid = pid }
+            if lock.type != UInt32(HostLock.unlock) {
+                locks.ranges.append(lock)
+                locks.pid = pid
+            }
             s.shadow[key.nodeID, default: [:]][key.owner] = locks.ranges.isEmpty ? nil : locks
             if s.shadow[key.nodeID]?.isEmpty == true { s.shadow[key.nodeID] = nil }
         }

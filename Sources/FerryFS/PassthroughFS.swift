@@ -26,7 +26,6 @@ public final class PassthroughFS: Sendable {
     public let locks: LockManager
     /// Settings.
     public let options: FSOptions
-    let logger: Logger
     /// A real (not O_PATH) descriptor of the root, for syncfs.
     let rootDirectory: OwnedFD
 
@@ -36,7 +35,6 @@ public final class PassthroughFS: Sendable {
     /// Opens `source` (which must be a directory) as the shared root.
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
-        self.logger = logger
         self.locks = LockManager(logger: logger)
         let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
         let rootFD = OwnedFD(fd)

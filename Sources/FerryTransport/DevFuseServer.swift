@@ -87,8 +87,8 @@ public final class DevFuseServer: Sendable {
 
     private func serve(fd: Int32) {
         let worker = engine.makeWorker { [logger] bytes in
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno != ENOENT { logger.error("writing a deferred reply failed: \(Errno.current)") }
+            let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
+            if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
         }
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {

@@ -52,6 +52,17 @@ def fresh(name):
     return n, m, os.path.join(SOURCE, name)
 
 
+def make_file(path, data="", mode=None, owner=None):
+    """Creates `path` holding `data`, then sets its mode and (uid, gid) if given."""
+    with open(path, "w") as f:
+        f.write(data)
+    if owner is not None:
+        os.chown(path, *owner)
+    if mode is not None:
+        os.chmod(path, mode)
+    return path
+
+
 def shape(st):
     """The attributes that must agree between native and ferry for the same operations."""
     return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid,
@@ -447,15 +458,8 @@ def new_files_belong_to_the_caller():
 def permission_denied_like_the_host():
     n, m, _ = fresh("denied")
     def ops(root):
-        p = os.path.join(root, "secret")
-        with open(p, "w") as f:
-            f.write("s")
-        os.chmod(p, 0o600)
-        g = os.path.join(root, "groupfile")
-        with open(g, "w") as f:
-            f.write("g")
-        os.chown(g, 0, SUPP)
-        os.chmod(g, 0o060)
+        p = make_file(os.path.join(root, "secret"), "s", 0o600)
+        g = make_file(os.path.join(root, "groupfile"), "g", 0o060, (0, SUPP))
         closed = os.path.join(root, "closed")
         os.mkdir(closed, 0o700)
         def body():
@@ -509,11 +513,7 @@ def sticky_and_setgid_directories():
 def write_clears_suid_sgid():
     n, m, _ = fresh("suid")
     def ops(root):
-        p = os.path.join(root, "prog")
-        with open(p, "w") as f:
-            f.write("#!/bin/sh\n")
-        os.chown(p, U, G)
-        os.chmod(p, 0o6775)
+        p = make_file(os.path.join(root, "prog"), "#!/bin/sh\n", 0o6775, (U, G))
         def body():
             with open(p, "a") as f:
                 f.write("echo\n")
@@ -531,14 +531,8 @@ def write_clears_suid_sgid():
 def truncate_and_utime_need_rights():
     n, m, _ = fresh("trunc")
     def ops(root):
-        p = os.path.join(root, "f")
-        with open(p, "w") as f:
-            f.write("content")
-        os.chmod(p, 0o644)
-        w = os.path.join(root, "w")
-        with open(w, "w") as f:
-            f.write("content")
-        os.chmod(w, 0o666)
+        p = make_file(os.path.join(root, "f"), "content", 0o644)
+        w = make_file(os.path.join(root, "w"), "content", 0o666)
         def body():
             return [outcome(os.truncate, p, 0), outcome(os.truncate, w, 2),
                     outcome(os.utime, p, None), outcome(os.utime, w, None),
