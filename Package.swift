@@ -28,6 +28,11 @@ let package = Package(
             "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Change notifications: host watcher -> change ring -> invalidator -> FUSE notify messages.
+        .target(name: "FerryNotify", dependencies: [
+            "FerryProtocol", "FerryFS", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Request dispatch: decoded request -> filesystem -> encoded reply.
         .target(name: "FerryEngine", dependencies: [
             "FerryProtocol", "FerryFS", "FerrySystem",
@@ -44,6 +49,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        // The change ring and invalidation batching, without a mount.
+        .testTarget(name: "FerryNotifyTests", dependencies: ["FerryNotify", "FerryProtocol"]),
         // The engine and filesystem driven with raw request bytes on a scratch directory (no mount).
         .testTarget(name: "FerryEngineTests", dependencies: [
             "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem",
