@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryTransport", "FerryEngine", "FerryFS", "FerrySystem",
+            "FerryTransport", "FerryEngine", "FerryFS", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

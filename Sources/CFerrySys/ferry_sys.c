@@ -9,6 +9,9 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/fanotify.h>
+#include <sys/inotify.h>
+#include <sys/eventfd.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
@@ -108,3 +111,19 @@ int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(voi
 }
 
 int ferry_tgkill(int tid, int signal) { return (int)syscall(SYS_tgkill, getpid(), tid, signal); }
+
+int ferry_fanotify_init(unsigned int flags, unsigned int event_flags) {
+    return fanotify_init(flags, event_flags);
+}
+
+int ferry_fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask, int dirfd, const char *path) {
+    return fanotify_mark(fanotify_fd, flags, mask, dirfd, path);
+}
+
+int ferry_inotify_init(int flags) { return inotify_init1(flags); }
+
+int ferry_inotify_add_watch(int fd, const char *path, uint32_t mask) { return inotify_add_watch(fd, path, mask); }
+
+int ferry_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
+
+int ferry_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }

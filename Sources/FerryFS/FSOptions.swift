@@ -19,5 +19,8 @@ public struct FSOptions: Sendable {
     /// The kernel caches writes (FUSE writeback cache): files must be opened readable, and
     /// O_APPEND is handled by the kernel.
     public var writebackCache = false
+    /// Keep a file handle → node index, so host changes reported by handle find their node
+    /// (on when change notifications run).
+    public var indexHandles = false
     public init() {}
 }

@@ -14,6 +14,8 @@ public final class InodeStore: Sendable {
     private struct Entry {
         let inode: Inode
         var lookups: UInt64
+        /// The node's entry in `handles`, if indexed.
+        var indexedHandle: FileHandle? = nil
     }
 
     private struct Shard {
@@ -31,13 +33,18 @@ public final class InodeStore: Sendable {
     private let mountFDs = Mutex<[UInt64: OwnedFD]>([:])
     private let rootMount: (id: UInt64, fd: OwnedFD)
     private let mode: InodeFileHandles
+    /// File handle → node, kept when `indexHandles` is on (for change notifications).
+    private let handles: HandleIndex?
     /// The shared root.
     public let root: Inode
 
     /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
     /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).
-    public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles) throws(Errno) {
+    /// With `indexHandles` every node's file handle is recorded, so `nodeID(for:)` works.
+    public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles,
+                indexHandles: Bool = false) throws(Errno) {
         self.mode = mode
+        handles = indexHandles ? HandleIndex() : nil
         let key = InodeStore.key(of: rootStat)
         root = Inode(nodeID: InodeStore.rootID, key: key, type: .directory, location: .descriptor(rootFD))
         if mode == .mandatory {
@@ -46,8 +53,10 @@ public final class InodeStore: Sendable {
         rootMount = (key.mountID, rootDirectory)
         shards = (0..<InodeStore.shardCount).map { _ in Locked(Shard()) }
         let root = self.root
+        let rootHandle = indexHandles ? try? FileHandle.of(rootFD.rawValue).handle : nil
+        if let rootHandle { handles?.insert(rootHandle, nodeID: InodeStore.rootID) }
         shard(of: key).withLock {
-            $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1)
+            $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1, indexedHandle: rootHandle)
             $0.byKey[key] = InodeStore.rootID
         }
     }
@@ -76,6 +85,19 @@ public final class InodeStore: Sendable {
     /// Number of nodes the kernel holds (root included).
     public var count: Int { shards.reduce(0) { total, shard in total + shard.withLock { $0.byID.count } } }
 
+    /// The node the kernel holds for file handle `handle`; nil without `indexHandles`.
+    public func nodeID(for handle: FileHandle) -> UInt64? { handles?.nodeID(for: handle) }
+
+    /// The node the kernel holds for the host inode `key`, if any.
+    public func nodeID(for key: InodeKey) -> UInt64? {
+        shard(of: key).withLock { $0.byKey[key] }
+    }
+
+    /// Every node the kernel holds (root included), e.g. to invalidate them all.
+    public func heldNodeIDs() -> [UInt64] {
+        shards.flatMap { shard in shard.withLock { Array($0.byID.keys) } }
+    }
+
     /// Records one more kernel reference to the inode open as `fd` (any descriptor of it,
     /// owned by the caller, who closes it afterwards) and returns its node.
     /// `keepDescriptor` forces an O_PATH descriptor (files that have no name, e.g. O_TMPFILE).
@@ -93,6 +115,7 @@ public final class InodeStore: Sendable {
         if let known = reference(key, handle: handle) { return known }
         let location = try makeLocation(fd: fd, key: key, handle: handle)
         let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
+        let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle))
         return shard(of: key).withLock { s in
             if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
                 if id != InodeStore.rootID {
@@ -104,7 +127,8 @@ public final class InodeStore: Sendable {
             let id = s.nextSequence << UInt64(InodeStore.shardBits) | shardIndex
             s.nextSequence += 1
             let inode = Inode(nodeID: id, key: key, type: FileType(mode: UInt32(stat.stx_mode)), location: location)
-            s.byID[id] = Entry(inode: inode, lookups: 1)
+            s.byID[id] = Entry(inode: inode, lookups: 1, indexedHandle: indexed)
+            if let indexed { handles?.insert(indexed, nodeID: id) }
             s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
             return inode
         }
@@ -129,6 +153,7 @@ public final class InodeStore: Sendable {
             if entry.lookups > 0 { s.byID[nodeID] = entry; return nil }
             s.byID[nodeID] = nil
             if s.byKey[entry.inode.key] == nodeID { s.byKey[entry.inode.key] = nil }
+            if let indexed = entry.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return entry.inode
         }
         _ = removed  // released (and its descriptor closed) outside the lock

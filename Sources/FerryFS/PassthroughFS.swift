@@ -26,8 +26,8 @@ public final class PassthroughFS: Sendable {
     public let locks: LockManager
     /// Settings.
     public let options: FSOptions
-    /// A real (not O_PATH) descriptor of the root, for syncfs.
-    let rootDirectory: OwnedFD
+    /// A real (not O_PATH) descriptor of the root, for syncfs and for watching the host.
+    public let rootDirectory: OwnedFD
 
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
@@ -40,7 +40,8 @@ public final class PassthroughFS: Sendable {
         let rootFD = OwnedFD(fd)
         let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)
         rootDirectory = OwnedFD(try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory))
-        inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: options.inodeFileHandles)
+        inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: options.inodeFileHandles,
+                                 indexHandles: options.indexHandles)
     }
 
     // MARK: Shared helpers

@@ -66,6 +66,12 @@ public final class ChangeRing<Element: BitwiseCopyable>: Sendable {
         return element
     }
 
+    /// Sets the overflow flag without a push: a producer that lost elements before they
+    /// reached the ring (e.g. its own source overflowed) reports it the same way.
+    public func raiseOverflow() {
+        overflowed.store(true, ordering: .releasing)
+    }
+
     /// Whether a push failed since the last call, clearing the flag.
     public func takeOverflow() -> Bool {
         overflowed.exchange(false, ordering: .acquiringAndReleasing)

@@ -8,6 +8,11 @@ public struct FileHandle: Sendable, Hashable {
     /// The handle type the file system reported.
     public let type: Int32
 
+    public init(bytes: [UInt8], type: Int32) {
+        self.bytes = bytes
+        self.type = type
+    }
+
     /// The handle and mount id of `name` in `dir` (`.empty` with AT_EMPTY_PATH for `dir` itself).
     /// Throws EOPNOTSUPP where the file system cannot make handles.
     public static func of(_ dir: Int32, _ name: CName = .empty) throws(Errno) -> (handle: FileHandle, mountID: Int32) {

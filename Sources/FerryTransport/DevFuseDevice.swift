@@ -50,4 +50,14 @@ enum DevFuseDevice {
         if n >= 0 { return true }
         return errno == ENOENT || errno == EINTR ? true : errno != ENODEV
     }
+
+    /// Writes one notification; returns 0 or the errno (the kernel reports a node or name it
+    /// does not have as ENOENT).
+    static func writeNotification(_ fd: Int32, _ message: ByteView) -> Int32 {
+        while true {
+            let n = message.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n >= 0 { return 0 }
+            if errno != EINTR { return errno }
+        }
+    }
 }

@@ -26,8 +26,11 @@ public final class DevFuseServer: Sendable {
     }
 
     /// Serves until the connection ends. Throws when INIT fails or no thread can start.
-    public func run() throws {
+    /// `onInitialized` runs once INIT is answered, before the readers start (e.g. to start
+    /// sending notifications, which the kernel only takes after INIT).
+    public func run(onInitialized: (Negotiated) throws -> Void = { _ in }) throws {
         try answerInit()
+        if let session = engine.session { try onInitialized(session) }
         var descriptors = [mount.fd]
         for _ in 1..<threads {
             do { descriptors.append(try DevFuseDevice.clone(mount.fd)) }
@@ -65,6 +68,14 @@ public final class DevFuseServer: Sendable {
             abandoning.store(true, ordering: .relaxed)
             readers.withLock { $0 }.forEach { $0.signal(WakeSignal.reader) }
         }
+    }
+
+    /// Writes one notification (unique 0) on the session descriptor; returns 0 or the errno
+    /// (ENOENT: the kernel no longer has the node or name, which is not a failure).
+    /// Safe from any thread, but never from a request handler: the kernel may wait for a
+    /// reply that handler would send.
+    public func sendNotification(_ message: ByteView) -> Int32 {
+        DevFuseDevice.writeNotification(mount.fd, message)
     }
 
     private func answerInit() throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryEngine
 import FerryFS
+import FerryNotify
 import FerrySystem
 import FerryTransport
 import Glibc
@@ -48,11 +49,23 @@ struct Serve: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Let other users reach the mount (default: on when run as root).")
     var allowOther: Bool?
 
+    @Flag(inversion: .prefixedNo, help: "Push host-side changes into the kernel's caches (fanotify, else inotify). Default on, except with --cache never.")
+    var notify: Bool?
+
+    @Option(help: "Slots in the change ring between the host watcher and the invalidator (a power of two).")
+    var notifyRingSize = 4096
+
+    @Flag(help: "Print the change-notification counters every 10 s and at exit (SIGUSR1 prints them any time).")
+    var stats = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical (debug logs every request).")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        if notifyRingSize < 2 || notifyRingSize > 1 << 20 || notifyRingSize & (notifyRingSize - 1) != 0 {
+            throw ValidationError("--notify-ring-size must be a power of two between 2 and 1048576")
+        }
     }
 
     func run() throws {
@@ -85,6 +98,8 @@ struct Serve: ParsableCommand {
         fsOptions.xattr = !noXattr
         fsOptions.inodeFileHandles = inodeFileHandles
         fsOptions.writebackCache = writeback
+        let wantNotify = notify ?? (cache != .never)
+        fsOptions.indexHandles = wantNotify
         let fs: PassthroughFS
         do {
             fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
@@ -100,25 +115,47 @@ struct Serve: ParsableCommand {
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
+        let notifier = makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
 
         var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry"]
         if allowOther ?? root { mountOptions.append("allow_other") }
         if readonly { mountOptions.append("ro") }
 
         // Signals go to one waiting thread only; request threads inherit the blocked mask.
-        let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP])
+        let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         signal(SIGPIPE, SIG_IGN)
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount, logger: logger)
+        let report = StatsReport(notifier: notifier, logger: logger)
         try signals.start { signal in
+            if signal == SIGUSR1 { report.print(); return }
             logger.info("signal \(signal) received")
             server.stop()
         }
+        if stats { try report.startPeriodic(seconds: 10) }
         logger.info("serving \(source) at \(mountpoint) (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
-        try server.run()
+        try server.run { session in
+            try notifier?.start(minor: session.minor) { message in server.sendNotification(message) }
+        }
+        notifier?.stop()
+        if stats { report.print() }
         logger.info("unmounted; exiting")
+    }
+
+    /// The change notifier, or nil (with the reason logged) when it is off or cannot run.
+    private func makeNotifier(fs: PassthroughFS, enabled: Bool, logger: Logger) -> ChangeNotifier? {
+        guard enabled else {
+            logger.info("change notifications off\(notify == nil ? " (not needed with --cache never)" : "")")
+            return nil
+        }
+        do {
+            return try ChangeNotifier(fs: fs, ringSize: notifyRingSize, logger: logger)
+        } catch {
+            logger.warning("change notifications unavailable: \(error); host-side changes show up only when cache timeouts expire")
+            return nil
+        }
     }
 }
 

@@ -103,4 +103,40 @@ final class EncodeTests: XCTestCase {
         XCTAssertTrue(w.overflowed)
         XCTAssertEqual(w.count, 4090)
     }
+
+    // MARK: Notifications (unique 0, error = notify code)
+
+    private func notificationBytes(_ n: FUSENotification) -> [UInt8] {
+        let buffer = MessageBuffer(capacity: FUSENotification.maxSize)
+        return n.encode(into: buffer).withUnsafeBytes { Array($0) }
+    }
+
+    private func notifyHeader(length: Int, code: Int32) -> [UInt8] {
+        le(UInt32(length)) + le(code) + le(UInt64(0))
+    }
+
+    func testInvalidateInode() {
+        let bytes = notificationBytes(.invalidateInode(node: 5, offset: -1, length: 0))
+        XCTAssertEqual(bytes, notifyHeader(length: 40, code: 2) + le(UInt64(5)) + le(Int64(-1)) + le(Int64(0)))
+    }
+
+    func testInvalidateEntry() {
+        let bytes = notificationBytes(.invalidateEntry(parent: 1, name: Array("ab".utf8)))
+        XCTAssertEqual(bytes, notifyHeader(length: 35, code: 3) + le(UInt64(1)) + le(UInt32(2)) + le(UInt32(0)) + [0x61, 0x62, 0])
+    }
+
+    func testDelete() {
+        let bytes = notificationBytes(.delete(parent: 1, child: 9, name: Array("x".utf8)))
+        XCTAssertEqual(bytes, notifyHeader(length: 42, code: 6) + le(UInt64(1)) + le(UInt64(9)) + le(UInt32(1)) + le(UInt32(0)) + [0x78, 0])
+    }
+
+    func testIncrementEpochIsAHeaderOnly() {
+        XCTAssertEqual(notificationBytes(.incrementEpoch), notifyHeader(length: 16, code: 8))
+        XCTAssertEqual(FUSENotification.incrementEpoch.minimumMinor, 44)
+    }
+
+    func testLongestNameFits() {
+        let name = [UInt8](repeating: 0x61, count: 255)
+        XCTAssertEqual(notificationBytes(.delete(parent: 1, child: 2, name: name)).count, 16 + 24 + 256)
+    }
 }

@@ -80,4 +80,14 @@ int ferry_tgkill(int tid, int signal);
 /// gettid(2).
 int ferry_gettid(void);
 
+/// fanotify_init(2) and fanotify_mark(2) (the mask is 64 bits wide).
+int ferry_fanotify_init(unsigned int flags, unsigned int event_flags);
+int ferry_fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask, int dirfd, const char *path);
+/// inotify_init1(2), inotify_add_watch(2), inotify_rm_watch(2).
+int ferry_inotify_init(int flags);
+int ferry_inotify_add_watch(int fd, const char *path, uint32_t mask);
+int ferry_inotify_rm_watch(int fd, int wd);
+/// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK.
+int ferry_eventfd(void);
+
 #endif

@@ -1,0 +1,63 @@
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Logging
+
+/// Keeps the kernel's caches of a Ferry mount coherent with changes made on the host.
+///
+/// A host watcher (fanotify, else inotify) reduces host events to the nodes the kernel holds
+/// and pushes them into a bounded `ChangeRing`; the `Invalidator`, on its own thread, drains
+/// the ring in batches and sends FUSE invalidations. protocol/notify-ring.md has the rules.
+public final class ChangeNotifier: Sendable {
+    private let watcher: any HostWatcher
+    private let sink: ChangeSink
+    private let inodes: InodeStore
+    private let logger: Logger
+    /// Counters for --stats and SIGUSR1.
+    public let stats = NotifyStats()
+
+    /// Which mechanism watches the host, for the log.
+    public var mechanism: String { watcher.mechanism }
+
+    /// Sets up the watcher for `fs` (which must index file handles: FSOptions.indexHandles)
+    /// and a ring of `ringSize` slots (rounded up to a power of two). Throws when no watcher
+    /// can run; the reasons are in the error's message.
+    public init(fs: PassthroughFS, ringSize: Int, logger: Logger) throws(NotifyUnavailable) {
+        self.inodes = fs.inodes
+        self.logger = logger
+        do {
+            sink = try ChangeSink(ring: ChangeRing(capacity: ringSize), stats: stats)
+        } catch {
+            throw NotifyUnavailable("cannot create an eventfd: \(error)")
+        }
+        do {
+            watcher = try FanotifyWatcher(root: fs.rootDirectory, inodes: fs.inodes)
+        } catch {
+            throw NotifyUnavailable("fanotify refused (\(error))")
+        }
+    }
+
+    /// Starts the watcher and invalidator threads; `minor` is the FUSE minor version agreed at
+    /// INIT and `send` writes one notification to the kernel.
+    public func start(minor: UInt32, send: @escaping NotificationSender) throws(Errno) {
+        let invalidator = Invalidator(sink: sink, inodes: inodes, minor: minor, send: send, logger: logger)
+        let watcher = self.watcher, sink = self.sink
+        try HostThread.spawn(name: "ferry-watch") { watcher.run(into: sink) }.detach()
+        try HostThread.spawn(name: "ferry-invalidate") { invalidator.run() }.detach()
+        logger.info("change notifications: \(watcher.mechanism), ring of \(sink.ring.capacity) slots")
+    }
+
+    /// Stops both threads (they finish what they are doing and exit).
+    public func stop() { sink.stop.signal() }
+
+    /// The counters now.
+    public func snapshot() -> NotifyStats.Snapshot {
+        stats.snapshot(ringHighWater: sink.ring.highWaterMark, ringCapacity: sink.ring.capacity)
+    }
+}
+
+/// Why change notifications cannot run (logged; the server then serves without them).
+public struct NotifyUnavailable: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import XCTest
+
+/// Host-side changes reach the mount's caches (scripts/notifycheck.py): with --cache always
+/// (one-day timeouts) only a notification can explain a change showing up.
+final class NotifyTests: XCTestCase {
+    /// Runs notifycheck.py and asserts every line it prints is a PASS (and that it printed some).
+    @discardableResult
+    private func check(_ arguments: [String], expectLines: Int? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let result = try runCommand(["python3", script("notifycheck.py")] + arguments, timeout: 300)
+        print(result.output, terminator: "")
+        let lines = result.output.split(separator: "\n")
+        let failures = lines.filter { !$0.hasPrefix("PASS") }
+        XCTAssertTrue(failures.isEmpty, failures.joined(separator: "\n"), file: file, line: line)
+        if let expectLines { XCTAssertEqual(lines.count, expectLines, result.output, file: file, line: line) }
+        XCTAssertEqual(result.status, 0, file: file, line: line)
+        return result.output
+    }
+
+    /// The counters ferry printed last (--stats prints them at exit).
+    private func lastStats(_ log: String) throws -> [String: Int] {
+        guard let line = log.split(separator: "\n").last(where: { $0.contains("stats: notify: events") }) else {
+            throw TestFailure("no stats line in the log:\n\(log)")
+        }
+        var counters: [String: Int] = [:]
+        let patterns = ["events", "own", "not cached", "pushed", "overflows", "ring \\+", "revalidations", "sent",
+                        "inode \\+", "entry \\+", "delete \\+"]
+        for pattern in patterns {
+            // "events 12", "own 3", ... and "overflows 2 ring + 0 watcher", "sent 4 inode + 1 entry + ..."
+            let regex = try NSRegularExpression(pattern: pattern.hasSuffix("\\+") ? "(\\d+) \(pattern)" : "\(pattern) (\\d+)")
+            let text = String(line)
+            if let match = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
+               let range = Range(match.range(at: 1), in: text) {
+                counters[pattern.replacingOccurrences(of: " \\+", with: "")] = Int(text[range])
+            }
+        }
+        return counters
+    }
+
+    static let cases = ["append_to_open_file", "chmod", "chown", "create", "mkdir", "rename", "replace_file",
+                        "rmdir", "truncate", "unlink", "utimes", "write", "xattr"]
+
+    func testEveryHostChangeIsVisibleWithin100Milliseconds() throws {
+        let server = try FerryServer(arguments: ["--cache", "always"])
+        try check(["notify", server.source, server.mountpoint] + NotifyTests.cases, expectLines: NotifyTests.cases.count)
+        XCTAssertTrue(server.log.contains("change notifications: fanotify"), server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// The control for the test above: without notifications every one of those changes stays
+    /// invisible, so the test above measures notifications and not cache expiry.
+    func testWithoutNotificationsTheSameChangesStayStale() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--no-notify"])
+        try check(["stale", server.source, server.mountpoint] + NotifyTests.cases, expectLines: NotifyTests.cases.count)
+        XCTAssertTrue(server.log.contains("change notifications off"), server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    func testWritesThroughOneMountAreVisibleThroughAnother() throws {
+        let a = try FerryServer(arguments: ["--cache", "always"])
+        let mountB = URL(fileURLWithPath: a.source).deletingLastPathComponent().appendingPathComponent("mnt-b").path
+        let b = try FerryServer(source: a.source, mountpoint: mountB, arguments: ["--cache", "always"])
+        try check(["twomounts", a.source, a.mountpoint, b.mountpoint], expectLines: 6)
+        XCTAssertEqual(b.stop(), 0, b.log)
+        XCTAssertEqual(a.stop(), 0, a.log)
+    }
+
+    /// An eight-slot ring and 10,000 host writes: the ring overflows, and afterwards every file
+    /// read through the mount equals the host's bytes.
+    func testRingOverflowLosesNoChange() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--notify-ring-size", "8", "--stats"])
+        try check(["overflow", server.source, server.mountpoint], expectLines: 1)
+        XCTAssertEqual(server.stop(), 0, server.log)
+        let stats = try lastStats(server.log)
+        XCTAssertGreaterThan((stats["overflows"] ?? 0) + (stats["ring"] ?? 0), 0, "the burst overflowed: \(stats)")
+        XCTAssertGreaterThan(stats["revalidations"] ?? 0, 0, "\(stats)")
+        XCTAssertTrue(server.log.contains("revalidating all"), server.log)
+    }
+
+    /// Changes made through the mount itself are filtered out: the kernel made them, so no
+    /// invalidation is sent back.
+    func testOwnChangesSendNoInvalidations() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--stats"])
+        let m = server.mountpoint
+        let commands = "for i in $(seq 100); do echo data > \(m)/f$i; chmod 600 \(m)/f$i; mv \(m)/f$i \(m)/g$i; done; rm \(m)/g*"
+        XCTAssertEqual(try runCommand(["sh", "-c", commands]).status, 0)
+        XCTAssertEqual(server.stop(), 0, server.log)
+        let stats = try lastStats(server.log)
+        XCTAssertGreaterThanOrEqual(stats["own"] ?? 0, 400, "\(stats)")
+        XCTAssertEqual(stats["sent"] ?? -1, 0, "\(stats)")
+        XCTAssertEqual(stats["entry"] ?? -1, 0, "\(stats)")
+        XCTAssertEqual(stats["delete"] ?? -1, 0, "\(stats)")
+    }
+
+    func testRingSizeMustBeAPowerOfTwo() throws {
+        let result = try runCommand([FerryServer.binary, "serve", "/tmp", "/mnt", "--notify-ring-size", "6"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.output.contains("power of two"), result.output)
+    }
+
+    func testCacheNeverNeedsNoNotifications() throws {
+        let server = try FerryServer(arguments: ["--cache", "never"])
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertTrue(server.log.contains("change notifications off (not needed with --cache never)"), server.log)
+    }
+}
