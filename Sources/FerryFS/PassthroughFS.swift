@@ -40,7 +40,18 @@ public final class PassthroughFS: Sendable {
         let rootFD = OwnedFD(fd)
         let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)
         rootDirectory = OwnedFD(try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory))
-        inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: options.inodeFileHandles,
+        var mode = options.inodeFileHandles
+        if mode != .never, let (handle, _) = try? FileHandle.of(fd) {
+            // Reopening by handle needs CAP_DAC_READ_SEARCH, which an unprivileged server lacks.
+            do {
+                Host.close(try handle.open(mountFD: rootDirectory.rawValue, flags: HostFlags.oPath))
+            } catch {
+                guard mode == .prefer, error == .permission else { throw error }
+                logger.notice("file handles cannot be reopened without CAP_DAC_READ_SEARCH (\(error)); inodes keep an O_PATH descriptor each")
+                mode = .never
+            }
+        }
+        inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: mode,
                                  indexHandles: options.indexHandles)
     }
 

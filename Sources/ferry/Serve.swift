@@ -107,6 +107,9 @@ struct Serve: ParsableCommand {
             if inodeFileHandles == .mandatory && error.rawValue == EOPNOTSUPP {
                 throw StartupError("\(source) does not support file handles, but --inode-file-handles mandatory was given")
             }
+            if inodeFileHandles == .mandatory && error.rawValue == EPERM {
+                throw StartupError("--inode-file-handles mandatory needs CAP_DAC_READ_SEARCH (run as root) to reopen file handles")
+            }
             throw StartupError("cannot open source \(source): \(error)")
         }
         var engineOptions = EngineOptions()

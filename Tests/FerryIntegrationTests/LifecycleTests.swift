@@ -130,6 +130,11 @@ final class LifecycleTests: XCTestCase {
         let write = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",
                                     "sh", "-c", "umask 027; echo hi > \(dir)/mnt/mine && stat -c %u:%g:%a \(dir)/mnt/mine"])
         XCTAssertEqual(write.output.trimmingCharacters(in: .whitespacesAndNewlines), "2001:2001:640", write.output)
+        // Nodes below the root stay reachable after the kernel's cache expires (an unprivileged
+        // server cannot reopen file handles, so it keeps descriptors).
+        let later = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups", "sh", "-c",
+                                    "mkdir \(dir)/mnt/d && echo deep > \(dir)/mnt/d/f && sleep 1.5 && cat \(dir)/mnt/d/f && ls \(dir)/mnt/d"])
+        XCTAssertEqual(later.output, "deep\nf\n", later.output)
         XCTAssertEqual(stat(dir + "/src/mine", &st), 0)
         XCTAssertEqual(st.st_uid, 2001)
         XCTAssertTrue(server.log.contains("not root"), server.log)
