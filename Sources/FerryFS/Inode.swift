@@ -42,6 +42,12 @@ public final class Inode: Sendable {
         return mine == handle
     }
 
+    /// The O_PATH descriptor of an inode kept by descriptor (the root always is); -1 otherwise.
+    var keptDescriptor: Int32 {
+        if case let .descriptor(fd) = location { return fd.rawValue }
+        return -1
+    }
+
     /// Whether the inode is a symbolic link.
     public var isSymlink: Bool { type == .symlink }
 

@@ -2,6 +2,14 @@ import CFerrySys
 import FerrySystem
 import Synchronization
 
+/// Hears when the kernel starts and stops holding a directory node.
+public protocol DirectoryObserver: Sendable {
+    /// A new directory node; `fd` is a descriptor of it, valid only during the call.
+    func remembered(directory nodeID: UInt64, fd: Int32)
+    /// The kernel forgot the directory node.
+    func forgotten(directory nodeID: UInt64)
+}
+
 /// The node ids the kernel holds, with their lookup counts.
 ///
 /// LOOKUP-like replies add one reference, FORGET and BATCH_FORGET drop them, and at zero the
@@ -35,6 +43,9 @@ public final class InodeStore: Sendable {
     private let mode: InodeFileHandles
     /// File handle → node, kept when `indexHandles` is on (for change notifications).
     private let handles: HandleIndex?
+    /// Who hears about directory nodes coming and going (inotify watches), if anyone.
+    private let observers = Mutex<(any DirectoryObserver)?>(nil)
+    private let hasObserver = Atomic<Bool>(false)
     /// The shared root.
     public let root: Inode
 
@@ -116,13 +127,13 @@ public final class InodeStore: Sendable {
         let location = try makeLocation(fd: fd, key: key, handle: handle)
         let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
         let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle))
-        return shard(of: key).withLock { s in
+        let (inode, isNew) = shard(of: key).withLock { s -> (Inode, Bool) in
             if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
                 if id != InodeStore.rootID {
                     entry.lookups += 1
                     s.byID[id] = entry
                 }
-                return entry.inode
+                return (entry.inode, false)
             }
             let id = s.nextSequence << UInt64(InodeStore.shardBits) | shardIndex
             s.nextSequence += 1
@@ -130,8 +141,10 @@ public final class InodeStore: Sendable {
             s.byID[id] = Entry(inode: inode, lookups: 1, indexedHandle: indexed)
             if let indexed { handles?.insert(indexed, nodeID: id) }
             s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
-            return inode
+            return (inode, true)
         }
+        if isNew && inode.type == .directory, let observer = directoryObserver { observer.remembered(directory: inode.nodeID, fd: fd) }
+        return inode
     }
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup).
@@ -156,7 +169,21 @@ public final class InodeStore: Sendable {
             if let indexed = entry.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return entry.inode
         }
+        if let removed, removed.type == .directory, let observer = directoryObserver { observer.forgotten(directory: nodeID) }
         _ = removed  // released (and its descriptor closed) outside the lock
+    }
+
+    /// Tells `observer` about every directory node from now on (and the root at once), e.g. to
+    /// keep an inotify watch on each. One observer per store.
+    public func observeDirectories(_ observer: any DirectoryObserver) {
+        observers.withLock { $0 = observer }
+        hasObserver.store(true, ordering: .releasing)
+        observer.remembered(directory: InodeStore.rootID, fd: root.keptDescriptor)
+    }
+
+    private var directoryObserver: (any DirectoryObserver)? {
+        guard hasObserver.load(ordering: .acquiring) else { return nil }
+        return observers.withLock { $0 }
     }
 
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {

@@ -22,7 +22,8 @@ public final class ChangeNotifier: Sendable {
     /// Sets up the watcher for `fs` (which must index file handles: FSOptions.indexHandles)
     /// and a ring of `ringSize` slots (rounded up to a power of two). Throws when no watcher
     /// can run; the reasons are in the error's message.
-    public init(fs: PassthroughFS, ringSize: Int, logger: Logger) throws(NotifyUnavailable) {
+    public init(fs: PassthroughFS, ringSize: Int, watcher choice: WatcherChoice = .auto,
+                logger: Logger) throws(NotifyUnavailable) {
         self.inodes = fs.inodes
         self.logger = logger
         do {
@@ -30,11 +31,27 @@ public final class ChangeNotifier: Sendable {
         } catch {
             throw NotifyUnavailable("cannot create an eventfd: \(error)")
         }
-        do {
-            watcher = try FanotifyWatcher(root: fs.rootDirectory, inodes: fs.inodes)
-        } catch {
-            throw NotifyUnavailable("fanotify refused (\(error))")
+        var refusals: [String] = []
+        if choice != .inotify {
+            do {
+                watcher = try FanotifyWatcher(root: fs.rootDirectory, inodes: fs.inodes)
+                return
+            } catch {
+                refusals.append("fanotify refused (\(error))")
+            }
         }
+        if choice != .fanotify {
+            do {
+                let inotify = try InotifyWatcher(inodes: fs.inodes, logger: logger)
+                inotify.attach()
+                watcher = inotify
+                if !refusals.isEmpty { logger.notice("\(refusals[0]); watching with inotify instead") }
+                return
+            } catch {
+                refusals.append("inotify refused (\(error))")
+            }
+        }
+        throw NotifyUnavailable(refusals.joined(separator: "; "))
     }
 
     /// Starts the watcher and invalidator threads; `minor` is the FUSE minor version agreed at
@@ -54,6 +71,16 @@ public final class ChangeNotifier: Sendable {
     public func snapshot() -> NotifyStats.Snapshot {
         stats.snapshot(ringHighWater: sink.ring.highWaterMark, ringCapacity: sink.ring.capacity)
     }
+}
+
+/// Which host watcher to run.
+public enum WatcherChoice: String, Sendable, CaseIterable {
+    /// fanotify where the kernel allows it (root), else inotify.
+    case auto
+    /// fanotify only: sees every process's changes, filters this server's own.
+    case fanotify
+    /// inotify only: a watch per cached directory; works unprivileged.
+    case inotify
 }
 
 /// Why change notifications cannot run (logged; the server then serves without them).

@@ -9,6 +9,7 @@ import Logging
 
 extension CacheMode: ExpressibleByArgument {}
 extension InodeFileHandles: ExpressibleByArgument {}
+extension WatcherChoice: ExpressibleByArgument {}
 
 /// `ferry serve SOURCE MOUNTPOINT`: mount SOURCE at MOUNTPOINT and serve it until SIGINT,
 /// SIGTERM or an unmount.
@@ -54,6 +55,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Slots in the change ring between the host watcher and the invalidator (a power of two).")
     var notifyRingSize = 4096
+
+    @Option(help: "How host changes are watched: auto (fanotify, else inotify), fanotify, or inotify.")
+    var notifyWatcher: WatcherChoice = .auto
 
     @Flag(help: "Print the change-notification counters every 10 s and at exit (SIGUSR1 prints them any time).")
     var stats = false
@@ -154,7 +158,7 @@ struct Serve: ParsableCommand {
             return nil
         }
         do {
-            return try ChangeNotifier(fs: fs, ringSize: notifyRingSize, logger: logger)
+            return try ChangeNotifier(fs: fs, ringSize: notifyRingSize, watcher: notifyWatcher, logger: logger)
         } catch {
             logger.warning("change notifications unavailable: \(error); host-side changes show up only when cache timeouts expire")
             return nil

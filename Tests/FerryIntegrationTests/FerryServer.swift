@@ -114,6 +114,34 @@ enum Scratch {
     }
 }
 
+/// An ordinary user (uid/gid 2001) for tests of an unprivileged server: a passwd entry
+/// (fusermount3 asks for one), /dev/fuse opened up while the test runs, and a scratch directory
+/// with `src` and `mnt` owned by the user.
+struct OrdinaryUser {
+    static let uid: UInt32 = 2001
+    /// Prefix that runs a command as the user.
+    static let asUser = ["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups"]
+    let directory: String
+    private let devFuseMode: mode_t
+
+    init() throws {
+        _ = try runCommand(["useradd", "-M", "-u", "2001", "ferrytest"])
+        var st = stat()
+        guard stat("/dev/fuse", &st) == 0 else { throw TestFailure("no /dev/fuse") }
+        devFuseMode = st.st_mode & 0o7777
+        chmod("/dev/fuse", 0o666)
+        directory = try Scratch.directory("ferry-user")
+        chmod(directory, 0o755)
+        for sub in ["src", "mnt"] {
+            mkdir(directory + "/" + sub, 0o755)
+            chown(directory + "/" + sub, OrdinaryUser.uid, OrdinaryUser.uid)
+        }
+    }
+
+    /// Puts /dev/fuse's mode back.
+    func restore() { chmod("/dev/fuse", devFuseMode) }
+}
+
 /// Path of a helper script shipped with the tests.
 func script(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("scripts/\(name)").path

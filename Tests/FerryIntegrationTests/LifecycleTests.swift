@@ -112,19 +112,10 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testOrdinaryUserServesWithOwnRights() throws {
-        // An ordinary user needs a passwd entry (fusermount3 asks) and access to /dev/fuse.
-        _ = try runCommand(["useradd", "-M", "-u", "2001", "ferrytest"])
+        let user = try OrdinaryUser()
+        defer { user.restore() }
+        let dir = user.directory
         var st = stat()
-        XCTAssertEqual(stat("/dev/fuse", &st), 0)
-        let oldMode = st.st_mode & 0o7777
-        chmod("/dev/fuse", 0o666)
-        defer { chmod("/dev/fuse", oldMode) }
-        let dir = try Scratch.directory("ferry-user")
-        chmod(dir, 0o755)
-        for sub in ["src", "mnt"] {
-            mkdir(dir + "/" + sub, 0o755)
-            chown(dir + "/" + sub, 2001, 2001)
-        }
         let server = try FerryServer(source: dir + "/src", mountpoint: dir + "/mnt",
                                      prefix: ["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups"])
         let write = try runCommand(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",

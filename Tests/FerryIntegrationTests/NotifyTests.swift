@@ -6,8 +6,18 @@ import XCTest
 final class NotifyTests: XCTestCase {
     /// Runs notifycheck.py and asserts every line it prints is a PASS (and that it printed some).
     @discardableResult
-    private func check(_ arguments: [String], expectLines: Int? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-        let result = try runCommand(["python3", script("notifycheck.py")] + arguments, timeout: 300)
+    private func check(_ arguments: [String], expectLines: Int? = nil, asUser: Bool = false,
+                       file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        var command = ["python3", script("notifycheck.py")]
+        if asUser {
+            // The user may not reach the checkout (or root's python shims): copy the script out
+            // and use the system python.
+            let copy = try Scratch.directory("ferry-script") + "/notifycheck.py"
+            try FileManager.default.copyItem(atPath: script("notifycheck.py"), toPath: copy)
+            chmod(URL(fileURLWithPath: copy).deletingLastPathComponent().path, 0o755)
+            command = OrdinaryUser.asUser + ["/usr/bin/python3", copy]
+        }
+        let result = try runCommand(command + arguments, timeout: 300)
         print(result.output, terminator: "")
         let lines = result.output.split(separator: "\n")
         let failures = lines.filter { !$0.hasPrefix("PASS") }
@@ -90,6 +100,28 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(stats["sent"] ?? -1, 0, "\(stats)")
         XCTAssertEqual(stats["entry"] ?? -1, 0, "\(stats)")
         XCTAssertEqual(stats["delete"] ?? -1, 0, "\(stats)")
+    }
+
+    func testInotifyWatcherSeesEveryHostChange() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--notify-watcher", "inotify"])
+        try check(["notify", server.source, server.mountpoint] + NotifyTests.cases, expectLines: NotifyTests.cases.count)
+        XCTAssertTrue(server.log.contains("change notifications: inotify"), server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// An unprivileged server cannot use fanotify; it says so and falls back to inotify, and
+    /// the user's own host-side changes reach the mount.
+    func testUnprivilegedServerFallsBackToInotify() throws {
+        let user = try OrdinaryUser()
+        defer { user.restore() }
+        let server = try FerryServer(source: user.directory + "/src", mountpoint: user.directory + "/mnt",
+                                     arguments: ["--cache", "always"], prefix: OrdinaryUser.asUser)
+        let cases = NotifyTests.cases.filter { $0 != "chown" }   // only root may give files away
+        try check(["notify", server.source, server.mountpoint] + cases, expectLines: cases.count, asUser: true)
+        XCTAssertTrue(server.log.contains("fanotify refused"), server.log)
+        XCTAssertTrue(server.log.contains("change notifications: inotify"), server.log)
+        _ = try runCommand(OrdinaryUser.asUser + ["fusermount3", "-u", server.mountpoint])
+        XCTAssertEqual(server.stop(), 0, server.log)
     }
 
     func testRingSizeMustBeAPowerOfTwo() throws {
