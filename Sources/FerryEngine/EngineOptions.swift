@@ -29,9 +29,16 @@ public struct EngineOptions: Sendable {
     public var posixLocks = true
     /// Forward flock to the host (FLOCK_LOCKS).
     public var flockLocks = true
+    /// Host changes are pushed into the kernel's caches (change notifications run), so the
+    /// kernel may also cache that a name does not exist.
+    public var notifications = false
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}
+
+    /// Whether LOOKUP answers a missing name with a cacheable negative entry (only when
+    /// notifications can drop it again once the host creates the name).
+    public var cachesMissingNames: Bool { notifications && cache != .never }
 
     /// Bytes a transport must be able to read in one request: the payload plus headers.
     public var requestBufferSize: Int { Int(maxWrite) + 64 * 1024 }

@@ -35,7 +35,14 @@ extension FUSEEngine {
         let timeout = options.cache.timeout
         switch request.operation {
         case let .lookup(name):
-            writer.append(entry(try fs.lookup(ctx, parent: h.nodeID, name: name)))
+            do {
+                writer.append(entry(try fs.lookup(ctx, parent: h.nodeID, name: name)))
+            } catch .noEntry where options.cachesMissingNames {
+                // A negative entry: the kernel remembers the name is absent (node id 0) until a
+                // change notification for the name, or the timeout, drops it.
+                writer.append(EntryOut(nodeID: 0, generation: 0, entryTimeout: timeout, attrTimeout: .zero,
+                                       attributes: Attributes()))
+            }
         case let .getattr(flags, fh):
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: flags & RequestFlags.getattrFH != 0 ? fh : nil)
             writer.appendAttrOut(Conversions.attributes(stat), timeout: timeout)

@@ -121,8 +121,9 @@ struct Serve: ParsableCommand {
         engineOptions.writebackCache = writeback
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
-        let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
         let notifier = makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
+        engineOptions.notifications = notifier != nil
+        let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
 
         var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry"]
         if allowOther ?? root { mountOptions.append("allow_other") }

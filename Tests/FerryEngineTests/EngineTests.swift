@@ -121,4 +121,25 @@ final class EngineTests: XCTestCase {
         var r = Message(); r.u64(123_456); r.u64(0); r.u32(10); r.u32(0); r.u64(0); r.u32(0); r.u32(0)
         XCTAssertEqual(send(r.request(15, unique: 15, node: 1)).error, -EBADF)
     }
+
+    /// With change notifications a missing name is a cacheable negative entry (node 0, the
+    /// cache timeout); without them it is ENOENT, which the kernel does not cache.
+    func testMissingNameIsANegativeEntryOnlyWithNotifications() throws {
+        let missing = lookup("not-here")
+        XCTAssertEqual(missing.error, -ENOENT)
+        var options = EngineOptions()
+        options.cache = .always
+        options.notifications = true
+        engine = FUSEEngine(fs: engine.fs, options: options, logger: Logger(label: "test"))
+        worker = engine.makeWorker()
+        var initBody = Message()
+        initBody.u32(7); initBody.u32(45); initBody.u32(65536); initBody.u32(0)
+        XCTAssertEqual(send(initBody.request(26, unique: 1, node: 0)).error, 0)
+        let negative = lookup("not-here")
+        XCTAssertEqual(negative.error, 0)
+        XCTAssertEqual(negative.body.count, FUSEABI.entryOutSize)
+        let words = negative.body.withUnsafeBytes { raw in (0..<3).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+        XCTAssertEqual(words[0], 0, "node id 0")
+        XCTAssertEqual(words[2], 86_400, "entry timeout: the cache mode's")
+    }
 }
