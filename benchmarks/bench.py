@@ -156,7 +156,20 @@ def data_workloads(path, pid, size, runtime):
     return r
 
 
+def timed_command(cmd, pid, cwd=None):
+    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    sh(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    return {"seconds": time.perf_counter() - t0, "daemon_cpu_s": cpu_seconds(pid) - c0}
+
+
 def metadata_workloads(path, pid, nfiles, batch, tarball):
+    r = metadata_workloads_without_cleanup(path, pid, nfiles, batch, tarball)
+    r["rm-rf"] = timed_command(["rm", "-rf", os.path.join(path, "bench-meta")], pid)
+    return r
+
+
+def metadata_workloads_without_cleanup(path, pid, nfiles, batch, tarball):
+    """create/stat/unlink, untar, ls -lR cold and warm; leaves the untarred tree in place."""
     work = os.path.join(path, "bench-meta")
     os.makedirs(work)
     dirs = [os.path.join(work, f"d{i:03d}") for i in range(100)]
@@ -182,16 +195,10 @@ def metadata_workloads(path, pid, nfiles, batch, tarball):
             totals[phase][1] += cpu_seconds(pid) - c0
     r = {p: {"ops/s": nfiles / t, "seconds": t, "daemon_cpu_s": c} for p, (t, c) in totals.items()}
 
-    def timed(cmd, cwd=None):
-        c0, t0 = cpu_seconds(pid), time.perf_counter()
-        sh(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
-        return {"seconds": time.perf_counter() - t0, "daemon_cpu_s": cpu_seconds(pid) - c0}
-
-    r["untar"] = timed(["tar", "-xf", tarball, "-C", work])
+    r["untar"] = timed_command(["tar", "-xf", tarball, "-C", work], pid)
     drop_caches()
-    r["ls-lR-cold"] = timed(["ls", "-lR", work])
-    r["ls-lR-warm"] = timed(["ls", "-lR", work])
-    r["rm-rf"] = timed(["rm", "-rf", work])
+    r["ls-lR-cold"] = timed_command(["ls", "-lR", work], pid)
+    r["ls-lR-warm"] = timed_command(["ls", "-lR", work], pid)
     return r
 
 
