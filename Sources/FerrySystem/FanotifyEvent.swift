@@ -15,6 +15,12 @@ public struct FanotifyEvent: Sendable, Equatable {
         self.mask = mask; self.pid = pid; self.object = object; self.directory = directory; self.name = name
     }
 
+    /// Decodes every event in `bytes`.
+    public static func parse(_ bytes: UnsafeRawBufferPointer) -> [FanotifyEvent] {
+        var unused = 0
+        return parse(bytes, skipped: &unused)
+    }
+
     static let metadataSize = 24
     static let infoFID: UInt8 = 1
     static let infoDirFIDName: UInt8 = 2
@@ -22,7 +28,9 @@ public struct FanotifyEvent: Sendable, Equatable {
 
     /// Decodes the events in `bytes` (what one read(2) returned). Every length is checked: a
     /// record that does not fit ends the parse, and what was decoded so far is returned.
-    public static func parse(_ bytes: UnsafeRawBufferPointer) -> [FanotifyEvent] {
+    /// Events caused by process `skipping` (and not overflows) are only counted in `skipped`,
+    /// without decoding their file handles.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, skipping: Int32 = 0, skipped: inout Int) -> [FanotifyEvent] {
         var events: [FanotifyEvent] = []
         var offset = 0
         while offset + metadataSize <= bytes.count {
@@ -31,6 +39,11 @@ public struct FanotifyEvent: Sendable, Equatable {
             guard eventLength >= metadataSize, metadataLength >= metadataSize, metadataLength <= eventLength,
                   offset + eventLength <= bytes.count else { break }
             var event = FanotifyEvent(mask: load(UInt64.self, bytes, offset + 8), pid: load(Int32.self, bytes, offset + 20))
+            if skipping != 0 && event.pid == skipping && event.mask & Fanotify.queueOverflow == 0 {
+                skipped += 1
+                offset += eventLength
+                continue
+            }
             var info = offset + metadataLength
             let end = offset + eventLength
             while info + 4 <= end {
