@@ -14,7 +14,7 @@ public final class ChangeNotifier: Sendable {
     private let inodes: InodeStore
     private let logger: Logger
     /// Counters for --stats and SIGUSR1.
-    public let stats = NotifyStats()
+    let stats = NotifyStats()
 
     /// Which mechanism watches the host, for the log.
     public var mechanism: String { watcher.mechanism }
