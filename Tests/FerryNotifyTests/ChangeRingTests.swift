@@ -84,6 +84,12 @@ final class ChangeRingTests: XCTestCase {
         XCTAssertLessThanOrEqual(ring.highWaterMark, 64)
     }
 
+    /// protocol/notify-ring.md gives the slot size; the ring's memory is capacity x stride.
+    func testRecordLayoutMatchesTheContract() {
+        XCTAssertEqual(MemoryLayout<ChangeRecord>.stride, 280)
+        XCTAssertEqual(ChangeRecord.maxNameLength, 255)
+    }
+
     func testRecordKeepsItsNameInline() {
         let name = Array("a-name-of-some-length.txt".utf8)
         let record = ChangeRecord(kind: .removed, parent: 7, name: name, node: 9)
