@@ -2,12 +2,22 @@ import CFerrySys
 import FerrySystem
 import Synchronization
 
-/// Hears when the kernel starts and stops holding a directory node.
-public protocol DirectoryObserver: Sendable {
+/// Hears about what the kernel starts and stops holding: directory nodes (to watch each) and
+/// file systems other than the shared root's (mounts below SOURCE, to watch each).
+public protocol InodeStoreObserver: Sendable {
     /// A new directory node; `fd` is a descriptor of it, valid only during the call.
     func remembered(directory nodeID: UInt64, fd: Int32)
     /// The kernel forgot the directory node.
     func forgotten(directory nodeID: UInt64)
+    /// The first node on file system `device` (not the root's); `fd` is a descriptor on it,
+    /// valid only during the call.
+    func reached(filesystem device: UInt64, fd: Int32)
+}
+
+extension InodeStoreObserver {
+    public func remembered(directory nodeID: UInt64, fd: Int32) {}
+    public func forgotten(directory nodeID: UInt64) {}
+    public func reached(filesystem device: UInt64, fd: Int32) {}
 }
 
 /// The node ids the kernel holds, with their lookup counts.
@@ -23,7 +33,7 @@ public final class InodeStore: Sendable {
         let inode: Inode
         var lookups: UInt64
         /// The node's entry in `handles`, if indexed.
-        var indexedHandle: FileHandle? = nil
+        var indexedHandle: IndexedHandle? = nil
     }
 
     private struct Shard {
@@ -43,9 +53,11 @@ public final class InodeStore: Sendable {
     private let mode: InodeFileHandles
     /// File handle → node, kept when `indexHandles` is on (for change notifications).
     private let handles: HandleIndex?
-    /// Who hears about directory nodes coming and going (inotify watches), if anyone.
-    private let observers = Mutex<(any DirectoryObserver)?>(nil)
+    /// Who hears about directory nodes and file systems (the host watchers), if anyone.
+    private let observers = Mutex<[any InodeStoreObserver]>([])
     private let hasObserver = Atomic<Bool>(false)
+    /// File systems below the root's that nodes have been seen on.
+    private let otherDevices = Mutex<Set<UInt64>>([])
     /// The shared root.
     public let root: Inode
 
@@ -64,7 +76,9 @@ public final class InodeStore: Sendable {
         rootMount = (key.mountID, rootDirectory)
         shards = (0..<InodeStore.shardCount).map { _ in Locked(Shard()) }
         let root = self.root
-        let rootHandle = indexHandles ? try? FileHandle.of(rootFD.rawValue).handle : nil
+        let rootHandle = indexHandles ? (try? FileHandle.of(rootFD.rawValue).handle).map {
+            IndexedHandle(device: key.device, handle: $0)
+        } : nil
         if let rootHandle { handles?.insert(rootHandle, nodeID: InodeStore.rootID) }
         shard(of: key).withLock {
             $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1, indexedHandle: rootHandle)
@@ -96,8 +110,11 @@ public final class InodeStore: Sendable {
     /// Number of nodes the kernel holds (root included).
     public var count: Int { shards.reduce(0) { total, shard in total + shard.withLock { $0.byID.count } } }
 
-    /// The node the kernel holds for file handle `handle`; nil without `indexHandles`.
-    public func nodeID(for handle: FileHandle) -> UInt64? { handles?.nodeID(for: handle) }
+    /// The node the kernel holds for file handle `handle` on file system `device`; nil without
+    /// `indexHandles`.
+    public func nodeID(for handle: FileHandle, device: UInt64) -> UInt64? {
+        handles?.nodeID(for: IndexedHandle(device: device, handle: handle))
+    }
 
     /// The node the kernel holds for the host inode `key`, if any.
     public func nodeID(for key: InodeKey) -> UInt64? {
@@ -126,7 +143,9 @@ public final class InodeStore: Sendable {
         if let known = reference(key, handle: handle) { return known }
         let location = try makeLocation(fd: fd, key: key, handle: handle)
         let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
-        let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle))
+        let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle)).map {
+            IndexedHandle(device: key.device, handle: $0)
+        }
         let (inode, isNew) = shard(of: key).withLock { s -> (Inode, Bool) in
             if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
                 if id != InodeStore.rootID {
@@ -143,7 +162,7 @@ public final class InodeStore: Sendable {
             s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
             return (inode, true)
         }
-        if isNew && inode.type == .directory, let observer = directoryObserver { observer.remembered(directory: inode.nodeID, fd: fd) }
+        if isNew { announce(inode, fd: fd) }
         return inode
     }
 
@@ -169,21 +188,36 @@ public final class InodeStore: Sendable {
             if let indexed = entry.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return entry.inode
         }
-        if let removed, removed.type == .directory, let observer = directoryObserver { observer.forgotten(directory: nodeID) }
+        if let removed, removed.type == .directory {
+            for observer in currentObservers { observer.forgotten(directory: nodeID) }
+        }
         _ = removed  // released (and its descriptor closed) outside the lock
     }
 
-    /// Tells `observer` about every directory node from now on (and the root at once), e.g. to
-    /// keep an inotify watch on each. One observer per store.
-    public func observeDirectories(_ observer: any DirectoryObserver) {
-        observers.withLock { $0 = observer }
+    /// Tells `observer` about every directory node and every file system below the root's from
+    /// now on (and about the root directory at once).
+    public func observe(_ observer: any InodeStoreObserver) {
+        observers.withLock { $0.append(observer) }
         hasObserver.store(true, ordering: .releasing)
         observer.remembered(directory: InodeStore.rootID, fd: root.keptDescriptor)
     }
 
-    private var directoryObserver: (any DirectoryObserver)? {
-        guard hasObserver.load(ordering: .acquiring) else { return nil }
+    private var currentObservers: [any InodeStoreObserver] {
+        guard hasObserver.load(ordering: .acquiring) else { return [] }
         return observers.withLock { $0 }
+    }
+
+    /// Tells the observers about a new node: a directory, or the first node of a file system.
+    private func announce(_ inode: Inode, fd: Int32) {
+        let observers = currentObservers
+        guard !observers.isEmpty else { return }
+        if inode.type == .directory {
+            for observer in observers { observer.remembered(directory: inode.nodeID, fd: fd) }
+        }
+        let device = inode.key.device
+        if device != root.key.device && otherDevices.withLock({ $0.insert(device).inserted }) {
+            for observer in observers { observer.reached(filesystem: device, fd: fd) }
+        }
     }
 
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {

@@ -34,7 +34,10 @@ public final class ChangeNotifier: Sendable {
         var refusals: [String] = []
         if choice != .inotify {
             do {
-                watcher = try FanotifyWatcher(root: fs.rootDirectory, inodes: fs.inodes)
+                let fanotify = try FanotifyWatcher(root: fs.rootDirectory, rootDevice: fs.inodes.root.key.device,
+                                                   inodes: fs.inodes, logger: logger)
+                fanotify.attach()
+                watcher = fanotify
                 return
             } catch {
                 refusals.append("fanotify refused (\(error))")

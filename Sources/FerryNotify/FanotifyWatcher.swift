@@ -1,11 +1,13 @@
 import FerryFS
 import FerrySystem
 import Glibc
+import Logging
+import Synchronization
 
 /// Watches the shared directory's whole file system with fanotify, which reports every
 /// process's changes with file handles: of the changed file, and of its directory with the
 /// entry name. Handles map to nodes through the inode store's handle index.
-final class FanotifyWatcher: HostWatcher {
+final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     /// What is watched: contents, attributes (incl. xattrs) and entries, for files and directories.
     static let mask = Fanotify.modify | Fanotify.closeWrite | Fanotify.attrib | Fanotify.create | Fanotify.delete
         | Fanotify.movedFrom | Fanotify.movedTo | Fanotify.onDirectory
@@ -14,13 +16,34 @@ final class FanotifyWatcher: HostWatcher {
     private let group: OwnedFD
     private let inodes: InodeStore
     private let ownProcess = getpid()
+    private let logger: Logger
+    /// fsid (as events report it) → device number (as nodes are keyed), per marked file system.
+    private let filesystems: Mutex<[UInt64: UInt64]>
 
-    /// Marks the file system of `root` (a readable directory descriptor). Throws EPERM without
-    /// CAP_SYS_ADMIN, or EXDEV/ENODEV/EOPNOTSUPP where the file system has no file handles.
-    init(root: OwnedFD, inodes: InodeStore) throws(Errno) {
+    /// Marks the file system of `root` (a readable directory descriptor on device
+    /// `rootDevice`). Throws EPERM without CAP_SYS_ADMIN, or EXDEV/ENODEV/EOPNOTSUPP where the
+    /// file system has no file handles.
+    init(root: OwnedFD, rootDevice: UInt64, inodes: InodeStore, logger: Logger) throws(Errno) {
         group = try Fanotify.openGroup()
         try Fanotify.markFilesystem(group: group, directory: root.rawValue, mask: FanotifyWatcher.mask)
+        filesystems = Mutex([try Fanotify.filesystemID(of: root.rawValue): rootDevice])
         self.inodes = inodes
+        self.logger = logger
+    }
+
+    /// Starts hearing about file systems mounted below the root, to mark each.
+    func attach() { inodes.observe(self) }
+
+    /// A node on a file system mounted below SOURCE: mark that file system too, so its
+    /// changes are seen as well.
+    func reached(filesystem device: UInt64, fd: Int32) {
+        do {
+            let id = try Fanotify.filesystemID(of: fd)
+            try Fanotify.markFilesystem(group: group, anyDescriptor: fd, mask: FanotifyWatcher.mask)
+            filesystems.withLock { $0[id] = device }
+        } catch {
+            logger.warning("cannot watch the file system mounted below the share (device \(device >> 32):\(device & 0xffff_ffff)) with fanotify (\(error)); its changes show up only when cache timeouts expire")
+        }
     }
 
     func run(into sink: ChangeSink) {
@@ -55,8 +78,12 @@ final class FanotifyWatcher: HostWatcher {
             sink.watcherOverflowed()
             return true
         }
-        let node = event.object.flatMap { inodes.nodeID(for: $0) } ?? 0
-        let parent = event.directory.flatMap { inodes.nodeID(for: $0) } ?? 0
+        guard let device = filesystems.withLock({ $0[event.filesystem] }) else {
+            sink.stats.eventsDropped.increment()
+            return false
+        }
+        let node = event.object.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
+        let parent = event.directory.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
         var pushed = false
         func push(_ record: ChangeRecord) { sink.push(record); pushed = true }
 

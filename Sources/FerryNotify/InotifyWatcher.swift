@@ -13,7 +13,7 @@ import Synchronization
 /// kernel does not hold is not seen; inotify cannot tell this server's own changes from
 /// others', so those come back as (harmless) invalidations; watches count against
 /// fs.inotify.max_user_watches.
-final class InotifyWatcher: HostWatcher, DirectoryObserver {
+final class InotifyWatcher: HostWatcher, InodeStoreObserver {
     static let mask = Inotify.modify | Inotify.closeWrite | Inotify.attrib | Inotify.create | Inotify.delete
         | Inotify.movedFrom | Inotify.movedTo
 
@@ -32,7 +32,7 @@ final class InotifyWatcher: HostWatcher, DirectoryObserver {
     }
 
     /// Starts watching: from now on every directory node gets a watch (the root at once).
-    func attach() { inodes.observeDirectories(self) }
+    func attach() { inodes.observe(self) }
 
     func remembered(directory nodeID: UInt64, fd: Int32) {
         do {

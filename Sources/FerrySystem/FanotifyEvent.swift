@@ -4,6 +4,8 @@ public struct FanotifyEvent: Sendable, Equatable {
     public var mask: UInt64
     /// The process that caused it (its thread-group id).
     public var pid: Int32
+    /// The file system the handles belong to (its fsid, as `Fanotify.filesystemID` gives).
+    public var filesystem: UInt64 = 0
     /// The changed object (FAN_EVENT_INFO_TYPE_FID): the file itself, or for entry events
     /// the entry's target.
     public var object: FileHandle?
@@ -54,7 +56,9 @@ public struct FanotifyEvent: Sendable, Equatable {
                 switch type {
                 case infoFID:
                     event.object = handle(in: record)?.handle
+                    event.filesystem = filesystemID(in: record)
                 case infoDirFIDName, infoDirFID:
+                    event.filesystem = filesystemID(in: record)
                     if let (directory, nameStart) = handle(in: record) {
                         event.directory = directory
                         if type == infoDirFIDName { event.name = cString(record, from: nameStart) }
@@ -68,6 +72,12 @@ public struct FanotifyEvent: Sendable, Equatable {
             offset += eventLength
         }
         return events
+    }
+
+    /// The 8-byte fsid after the record's 4-byte header (0 if the record is too short).
+    private static func filesystemID(in record: UnsafeRawBufferPointer) -> UInt64 {
+        guard record.count >= 12 else { return 0 }
+        return UInt64(load(UInt32.self, record, 4)) | UInt64(load(UInt32.self, record, 8)) << 32
     }
 
     /// The `struct file_handle` after the 4-byte header and 8-byte fsid of a FID record, and

@@ -37,10 +37,26 @@ public enum Fanotify {
         return OwnedFD(fd)
     }
 
-    /// Watches the whole file system that `directory` is on for the events in `mask`.
-    /// EXDEV or ENODEV where the file system cannot report file handles.
+    /// Watches the whole file system that `directory` (a readable descriptor) is on for the
+    /// events in `mask`. EXDEV or ENODEV where the file system cannot report file handles.
     public static func markFilesystem(group: OwnedFD, directory: Int32, mask: UInt64) throws(Errno) {
         _ = try checked { ferry_fanotify_mark(group.rawValue, markAdd | markFilesystem, mask, directory, nil) }
+    }
+
+    /// Watches the whole file system of the file open as `fd` (any descriptor, O_PATH included,
+    /// reached through /proc/self/fd).
+    public static func markFilesystem(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64) throws(Errno) {
+        let path = "/proc/self/fd/\(fd)"
+        _ = try checked { ferry_fanotify_mark(group.rawValue, markAdd | markFilesystem, mask, HostFlags.atFDCWD, path) }
+    }
+
+    /// The file-system id fanotify reports events with (statfs's f_fsid, both words).
+    public static func filesystemID(of fd: Int32) throws(Errno) -> UInt64 {
+        let result = try Host.statfs(fd)
+        return withUnsafeBytes(of: result.f_fsid) { raw in
+            UInt64(raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+                | UInt64(raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) << 32
+        }
     }
 }
 

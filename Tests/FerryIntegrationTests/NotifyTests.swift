@@ -102,6 +102,20 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(stats["delete"] ?? -1, 0, "\(stats)")
     }
 
+    /// A file system mounted inside SOURCE is marked too once the kernel reaches it.
+    func testChangesBelowAMountInsideTheShareAreSeen() throws {
+        let scratch = try Scratch.directory("ferry-submount")
+        let source = scratch + "/src", inner = scratch + "/src/inner"
+        try FileManager.default.createDirectory(atPath: inner, withIntermediateDirectories: true)
+        XCTAssertEqual(try runCommand(["mount", "-t", "tmpfs", "ferry-inner", inner]).status, 0)
+        defer { _ = try? runCommand(["umount", "-l", inner]) }
+        let server = try FerryServer(source: source, mountpoint: scratch + "/mnt", arguments: ["--cache", "always"])
+        let cases = ["write", "chmod", "create", "unlink", "rename"]
+        try check(["notify", inner, server.mountpoint + "/inner"] + cases, expectLines: cases.count)
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertFalse(server.log.contains("cannot watch"), server.log)
+    }
+
     func testInotifyWatcherSeesEveryHostChange() throws {
         let server = try FerryServer(arguments: ["--cache", "always", "--notify-watcher", "inotify"])
         try check(["notify", server.source, server.mountpoint] + NotifyTests.cases, expectLines: NotifyTests.cases.count)
