@@ -47,8 +47,8 @@ final class NotifyTests: XCTestCase {
         return counters
     }
 
-    static let cases = ["append_to_open_file", "chmod", "chown", "create", "mkdir", "rename", "replace_file",
-                        "rmdir", "truncate", "unlink", "utimes", "write", "xattr"]
+    static let cases = ["append_to_open_file", "chmod", "chown", "create", "mkdir", "recreate_tree", "rename",
+                        "replace_file", "rmdir", "truncate", "unlink", "utimes", "write", "xattr"]
 
     func testEveryHostChangeIsVisibleWithin100Milliseconds() throws {
         let server = try FerryServer(arguments: ["--cache", "always"])

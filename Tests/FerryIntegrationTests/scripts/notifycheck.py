@@ -134,6 +134,23 @@ def case_replace_file(c):
     yield lambda: os.stat(f"{c.m}/doc").st_size == 17 and read(f"{c.m}/doc") == b"version 2, longer"
 
 
+def case_recreate_tree(c):
+    """A checkout: the host deletes a directory tree and creates it again under the same names."""
+    os.mkdir(f"{c.s}/d")
+    write(f"{c.s}/d/a", b"old a")
+    write(f"{c.s}/d/b", b"old b")
+    yield lambda: (listing(f"{c.m}/d"), read(f"{c.m}/d/a"), read(f"{c.m}/d/b"), os.stat(f"{c.m}/d/a"))
+    for name in ("a", "b"):
+        os.unlink(f"{c.s}/d/{name}")
+    os.rmdir(f"{c.s}/d")
+    os.mkdir(f"{c.s}/d")
+    write(f"{c.s}/d/a", b"new a, longer")
+    write(f"{c.s}/d/c", b"c")
+    # stat first (cached attributes), then the names and the bytes.
+    yield lambda: os.stat(f"{c.m}/d/a").st_size == 13 and listing(f"{c.m}/d") == {"a", "c"} \
+        and read(f"{c.m}/d/a") == b"new a, longer" and not exists(f"{c.m}/d/b")
+
+
 def case_mkdir(c):
     yield lambda: (exists(f"{c.m}/sub"), listing(c.m))
     os.mkdir(f"{c.s}/sub")
