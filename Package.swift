@@ -50,7 +50,7 @@ let package = Package(
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
         // The change ring and invalidation batching, without a mount.
-        .testTarget(name: "FerryNotifyTests", dependencies: ["FerryNotify", "FerryProtocol"]),
+        .testTarget(name: "FerryNotifyTests", dependencies: ["FerryNotify", "FerryProtocol", "FerrySystem"]),
         // The engine and filesystem driven with raw request bytes on a scratch directory (no mount).
         .testTarget(name: "FerryEngineTests", dependencies: [
             "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem",
