@@ -121,7 +121,7 @@ struct Serve: ParsableCommand {
         engineOptions.writebackCache = writeback
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
-        let notifier = makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
+        let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
 
@@ -152,8 +152,10 @@ struct Serve: ParsableCommand {
         logger.info("unmounted; exiting")
     }
 
-    /// The change notifier, or nil (with the reason logged) when it is off or cannot run.
-    private func makeNotifier(fs: PassthroughFS, enabled: Bool, logger: Logger) -> ChangeNotifier? {
+    /// The change notifier, or nil (with the reason logged) when it is off or cannot run. When
+    /// the user asked for it explicitly (--notify or a --notify-watcher), not running is a
+    /// start-up error instead.
+    private func makeNotifier(fs: PassthroughFS, enabled: Bool, logger: Logger) throws -> ChangeNotifier? {
         guard enabled else {
             logger.info("change notifications off\(notify == nil ? " (not needed with --cache never)" : "")")
             return nil
@@ -161,6 +163,9 @@ struct Serve: ParsableCommand {
         do {
             return try ChangeNotifier(fs: fs, ringSize: notifyRingSize, watcher: notifyWatcher, logger: logger)
         } catch {
+            if notify == true || notifyWatcher != .auto {
+                throw StartupError("change notifications cannot run: \(error)")
+            }
             logger.warning("change notifications unavailable: \(error); host-side changes show up only when cache timeouts expire")
             return nil
         }

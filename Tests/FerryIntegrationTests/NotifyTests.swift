@@ -140,6 +140,17 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(server.stop(), 0, server.log)
     }
 
+    /// Asked for explicitly, a watcher that cannot run is a start-up error, not a warning.
+    func testExplicitWatcherThatCannotRunStopsTheStart() throws {
+        let user = try OrdinaryUser()
+        defer { user.restore() }
+        let result = try runCommand(OrdinaryUser.asUser + [FerryServer.binary, "serve", user.directory + "/src",
+                                                           user.directory + "/mnt", "--notify-watcher", "fanotify"])
+        XCTAssertEqual(result.status, 2, result.output)
+        XCTAssertTrue(result.output.contains("ferry: change notifications cannot run: fanotify refused"), result.output)
+        XCTAssertFalse(FerryServer.isMounted(user.directory + "/mnt"))
+    }
+
     func testRingSizeMustBeAPowerOfTwo() throws {
         let result = try runCommand([FerryServer.binary, "serve", "/tmp", "/mnt", "--notify-ring-size", "6"])
         XCTAssertNotEqual(result.status, 0)
