@@ -104,6 +104,23 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(stats["delete"] ?? -1, 0, "\(stats)")
     }
 
+    /// git on the host commits, edits and switches branches; git through the mount (cache
+    /// always) sees each state at once. Without notifications the same run goes stale.
+    func testGitThroughTheMountFollowsTheHost() throws {
+        let server = try FerryServer(arguments: ["--cache", "always"])
+        let result = try runCommand(["sh", script("gitcoherence.sh"), server.source, server.mountpoint])
+        print(result.output, terminator: "")
+        XCTAssertFalse(result.output.contains("FAIL"), result.output)
+        XCTAssertEqual(result.output.split(separator: "\n").filter { $0.hasPrefix("PASS") }.count, 11, result.output)
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(server.stop(), 0, server.log)
+
+        let control = try FerryServer(arguments: ["--cache", "always", "--no-notify"])
+        let stale = try runCommand(["sh", script("gitcoherence.sh"), control.source, control.mountpoint])
+        XCTAssertTrue(stale.output.contains("FAIL"), "without notifications git should have seen stale state:\n\(stale.output)")
+        XCTAssertEqual(control.stop(), 0, control.log)
+    }
+
     /// A file system mounted inside SOURCE is marked too once the kernel reaches it.
     func testChangesBelowAMountInsideTheShareAreSeen() throws {
         let scratch = try Scratch.directory("ferry-submount")
