@@ -133,14 +133,14 @@ public final class InodeStore: Sendable {
     /// A known key is the same file only if its file handle matches too: the host reuses inode
     /// numbers, and a node the kernel still holds for a deleted file must not answer for the
     /// new file that got its number (the handle's generation tells them apart).
-    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> Inode {
+    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> (inode: Inode, isNew: Bool) {
         let key = InodeStore.key(of: stat)
         var handle: FileHandle? = nil
         if mode != .never && !keepDescriptor {
             do { handle = try FileHandle.of(fd).handle }
             catch { if mode == .mandatory { throw error } }
         }
-        if let known = reference(key, handle: handle) { return known }
+        if let known = reference(key, handle: handle) { return (known, false) }
         let location = try makeLocation(fd: fd, key: key, handle: handle)
         let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
         let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle)).map {
@@ -163,7 +163,7 @@ public final class InodeStore: Sendable {
             return (inode, true)
         }
         if isNew { announce(inode, fd: fd) }
-        return inode
+        return (inode, isNew)
     }
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup).

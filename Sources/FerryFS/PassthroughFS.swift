@@ -83,9 +83,15 @@ public final class PassthroughFS: Sendable {
 
     /// Records one kernel reference to the inode open as `fd`.
     func remember(fd: Int32, keepDescriptor: Bool = false) throws(Errno) -> Entry {
-        let stat = try stat(fd: fd)
-        let inode = try inodes.remember(fd: fd, stat: stat, keepDescriptor: keepDescriptor)
-        return Entry(nodeID: inode.nodeID, stat: stat)
+        let first = try stat(fd: fd)
+        let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor)
+        // With change notifications, a host change between that stat and the node's
+        // registration would find no node and be dropped, leaving the reply's attributes stale:
+        // answer with attributes taken after the registration (protocol/notify-ring.md).
+        if isNew && options.indexHandles, let fresh = try? stat(fd: fd) {
+            return Entry(nodeID: inode.nodeID, stat: fresh)
+        }
+        return Entry(nodeID: inode.nodeID, stat: first)
     }
 
     /// Runs `body` with the O_PATH descriptor of `nodeID`. A handle-based inode whose file was

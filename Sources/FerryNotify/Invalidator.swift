@@ -22,6 +22,11 @@ final class Invalidator: Sendable {
     let logger: Logger
     /// When the last overflow was logged, and how many happened since (one line per 10 s at most).
     private let overflowLog = Mutex<(last: UInt64, unlogged: Int)>((0, 0))
+    /// Inode invalidations the kernel refused (ENOENT), to be sent once more: a node whose
+    /// LOOKUP reply is still on its way is not known to the kernel yet.
+    private let retries = Mutex<[(due: ContinuousClock.Instant, notification: FUSENotification)]>([])
+    /// How long a refused inode invalidation waits before its one retry.
+    static let retryDelay = Duration.milliseconds(20)
 
     init(sink: ChangeSink, inodes: InodeStore, minor: UInt32, send: @escaping NotificationSender, logger: Logger) {
         self.sink = sink; self.inodes = inodes; self.minor = minor; self.send = send; self.logger = logger
@@ -31,10 +36,35 @@ final class Invalidator: Sendable {
     func run() {
         let buffer = MessageBuffer(capacity: FUSENotification.maxSize)
         while true {
-            let ready = Host.waitReadable([sink.wake.fd.rawValue, sink.stop.fd.rawValue], timeoutMilliseconds: -1)
+            let ready = Host.waitReadable([sink.wake.fd.rawValue, sink.stop.fd.rawValue], timeoutMilliseconds: retryTimeout())
             if ready.count > 1 && ready[1] { return }
-            sink.wake.drain()
-            drain(buffer)
+            if ready[0] {
+                sink.wake.drain()
+                drain(buffer)
+            }
+            sendDueRetries(buffer)
+        }
+    }
+
+    /// Milliseconds until the earliest retry is due (-1: none pending).
+    private func retryTimeout() -> Int32 {
+        guard let due = retries.withLock({ $0.first?.due }) else { return -1 }
+        let left = ContinuousClock.now.duration(to: due)
+        guard left > .zero else { return 0 }
+        let (seconds, attoseconds) = left.components
+        return Int32(min(seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+    }
+
+    private func sendDueRetries(_ buffer: MessageBuffer) {
+        let now = ContinuousClock.now
+        let due = retries.withLock { pending -> [FUSENotification] in
+            let split = pending.firstIndex { $0.due > now } ?? pending.count
+            defer { pending.removeFirst(split) }
+            return pending[0..<split].map(\.notification)
+        }
+        for notification in due {
+            sink.stats.retries.increment()
+            _ = write(notification, buffer, retryIfRefused: false)
         }
     }
 
@@ -95,8 +125,9 @@ final class Invalidator: Sendable {
         }
     }
 
-    /// Writes one notification if the kernel's protocol version has it; returns the errno.
-    private func write(_ notification: FUSENotification, _ buffer: MessageBuffer) -> Int32 {
+    /// Writes one notification if the kernel's protocol version has it; returns the errno. A
+    /// refused inode invalidation is queued for one retry.
+    private func write(_ notification: FUSENotification, _ buffer: MessageBuffer, retryIfRefused: Bool = true) -> Int32 {
         guard minor >= notification.minimumMinor else { return ENOSYS }
         let error = send(notification.encode(into: buffer))
         switch notification {
@@ -107,6 +138,10 @@ final class Invalidator: Sendable {
         }
         if error != 0 {
             sink.stats.refused.increment()
+            if error == ENOENT, retryIfRefused, case .invalidateInode = notification {
+                let due = ContinuousClock.now.advanced(by: Invalidator.retryDelay)
+                retries.withLock { $0.append((due, notification)) }
+            }
             if error != ENOENT && error != ENOTDIR && error != ENOTEMPTY && error != EBUSY {
                 logger.debug("notification \(notification.code) refused: \(Errno(rawValue: error))")
             }

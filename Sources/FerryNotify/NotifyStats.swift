@@ -26,6 +26,8 @@ public final class NotifyStats: Sendable {
     let epochs = Atomic<UInt64>(0)
     /// Notifications the kernel answered with an error (a node or name it had already dropped).
     let refused = Atomic<UInt64>(0)
+    /// Refused inode invalidations sent once more (the node's LOOKUP reply may have been in flight).
+    let retries = Atomic<UInt64>(0)
 
     init() {}
 
@@ -33,14 +35,14 @@ public final class NotifyStats: Sendable {
     public struct Snapshot: Sendable, CustomStringConvertible {
         public var eventsSeen, eventsOwn, eventsDropped, recordsPushed: UInt64
         public var ringOverflows, watcherOverflows, revalidations, batches: UInt64
-        public var inodeInvalidations, entryInvalidations, deletes, epochs, refused: UInt64
+        public var inodeInvalidations, entryInvalidations, deletes, epochs, refused, retries: UInt64
         public var ringHighWater, ringCapacity: Int
 
         public var description: String {
             "events \(eventsSeen) (own \(eventsOwn), not cached \(eventsDropped)); pushed \(recordsPushed); "
                 + "ring high-water \(ringHighWater)/\(ringCapacity); overflows \(ringOverflows) ring + \(watcherOverflows) watcher; "
                 + "revalidations \(revalidations); batches \(batches); sent \(inodeInvalidations) inode + "
-                + "\(entryInvalidations) entry + \(deletes) delete + \(epochs) epoch (\(refused) refused by the kernel)"
+                + "\(entryInvalidations) entry + \(deletes) delete + \(epochs) epoch (\(refused) refused by the kernel, \(retries) retried)"
         }
     }
 
@@ -52,6 +54,7 @@ public final class NotifyStats: Sendable {
                  inodeInvalidations: inodeInvalidations.load(ordering: .relaxed),
                  entryInvalidations: entryInvalidations.load(ordering: .relaxed), deletes: deletes.load(ordering: .relaxed),
                  epochs: epochs.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
+                 retries: retries.load(ordering: .relaxed),
                  ringHighWater: ringHighWater, ringCapacity: ringCapacity)
     }
 }
