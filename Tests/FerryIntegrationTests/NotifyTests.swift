@@ -121,6 +121,19 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(control.stop(), 0, control.log)
     }
 
+    /// Host changes racing the mount's own lookups of the same names (scripts/lookuprace.c).
+    func testChangesRacingLookupsAreNotLost() throws {
+        let server = try FerryServer(arguments: ["--cache", "always"])
+        let binary = URL(fileURLWithPath: server.source).deletingLastPathComponent().appendingPathComponent("lookuprace").path
+        let build = try runCommand(["gcc", "-O2", "-pthread", "-o", binary, script("lookuprace.c")])
+        XCTAssertEqual(build.status, 0, build.output)
+        let result = try runCommand([binary, server.source, server.mountpoint, "500"], timeout: 300)
+        print(result.output, terminator: "")
+        XCTAssertEqual(result.output.split(separator: "\n").filter { $0.hasPrefix("PASS") }.count, 2, result.output)
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
     /// A file system mounted inside SOURCE is marked too once the kernel reaches it.
     func testChangesBelowAMountInsideTheShareAreSeen() throws {
         let scratch = try Scratch.directory("ferry-submount")
