@@ -33,22 +33,27 @@ public final class ChangeNotifier: Sendable {
         }
         var refusals: [String] = []
         if choice != .inotify {
-            do {
-                let fanotify = try FanotifyWatcher(root: fs.rootDirectory, rootDevice: fs.inodes.root.key.device,
-                                                   inodes: fs.inodes, logger: logger)
-                fanotify.attach()
-                watcher = fanotify
-                return
-            } catch {
-                refusals.append("fanotify refused (\(error))")
+            let scopes: [FanotifyWatcher.Scope] = choice == .fanotifyDirectories ? [.cachedDirectories] : [.filesystems, .cachedDirectories]
+            for scope in scopes {
+                do {
+                    let fanotify = try FanotifyWatcher(root: fs.rootDirectory, rootDevice: fs.inodes.root.key.device,
+                                                       scope: scope, inodes: fs.inodes, logger: logger)
+                    fanotify.attach()
+                    watcher = fanotify
+                    if !refusals.isEmpty { logger.notice("\(refusals[0]); marking each cached directory instead") }
+                    return
+                } catch {
+                    refusals.append(scope == .filesystems ? "fanotify refused a file-system mark (\(error))"
+                                                          : "fanotify refused a directory mark (\(error))")
+                }
             }
         }
-        if choice != .fanotify {
+        if choice == .auto || choice == .inotify {
             do {
                 let inotify = try InotifyWatcher(inodes: fs.inodes, logger: logger)
                 inotify.attach()
                 watcher = inotify
-                if !refusals.isEmpty { logger.notice("\(refusals[0]); watching with inotify instead") }
+                if !refusals.isEmpty { logger.notice("\(refusals.joined(separator: "; ")); watching with inotify instead") }
                 return
             } catch {
                 refusals.append("inotify refused (\(error))")
@@ -78,11 +83,15 @@ public final class ChangeNotifier: Sendable {
 
 /// Which host watcher to run.
 public enum WatcherChoice: String, Sendable, CaseIterable {
-    /// fanotify where the kernel allows it (root), else inotify.
+    /// fanotify where the kernel allows it, else inotify.
     case auto
-    /// fanotify only: sees every process's changes, filters this server's own.
+    /// fanotify only: file-system marks (root), else a mark per cached directory
+    /// (unprivileged); filters this server's own changes.
     case fanotify
-    /// inotify only: a watch per cached directory; works unprivileged.
+    /// fanotify with a mark per cached directory even where file-system marks are allowed
+    /// (a busy host file system then costs nothing).
+    case fanotifyDirectories = "fanotify-directories"
+    /// inotify only: a watch per cached directory; cannot tell this server's own changes.
     case inotify
 }
 

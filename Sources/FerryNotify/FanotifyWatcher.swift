@@ -4,45 +4,85 @@ import Glibc
 import Logging
 import Synchronization
 
-/// Watches the shared directory's whole file system with fanotify, which reports every
-/// process's changes with file handles: of the changed file, and of its directory with the
-/// entry name. Handles map to nodes through the inode store's handle index.
+/// Watches the host with fanotify, which reports changes with file handles (of the changed
+/// file, and of its directory with the entry name) and the pid of the process that made them,
+/// so this server's own changes are recognised and skipped. Handles map to nodes through the
+/// inode store's handle index.
+///
+/// Two scopes: with CAP_SYS_ADMIN, the whole file system of SOURCE (and of each file system
+/// mounted below it, once the kernel reaches it); without, a mark on every directory the
+/// kernel holds (events on the directory and its entries), like inotify but with the own-change
+/// filter.
 final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
+    /// What is marked.
+    enum Scope {
+        case filesystems
+        case cachedDirectories
+    }
+
     /// What is watched: contents, attributes (incl. xattrs) and entries, for files and directories.
     static let mask = Fanotify.modify | Fanotify.closeWrite | Fanotify.attrib | Fanotify.create | Fanotify.delete
         | Fanotify.movedFrom | Fanotify.movedTo | Fanotify.onDirectory
 
-    let mechanism = "fanotify (whole file system, file handles)"
+    let scope: Scope
+    var mechanism: String {
+        scope == .filesystems ? "fanotify (whole file system, file handles)"
+                              : "fanotify (a mark per cached directory, file handles)"
+    }
     private let group: OwnedFD
     private let inodes: InodeStore
     private let ownProcess = getpid()
     private let logger: Logger
-    /// fsid (as events report it) → device number (as nodes are keyed), per marked file system.
+    /// fsid (as events report it) → device number (as nodes are keyed), per file system seen.
     private let filesystems: Mutex<[UInt64: UInt64]>
+    private let markFailures = Atomic<Int>(0)
 
-    /// Marks the file system of `root` (a readable directory descriptor on device
-    /// `rootDevice`). Throws EPERM without CAP_SYS_ADMIN, or EXDEV/ENODEV/EOPNOTSUPP where the
-    /// file system has no file handles.
-    init(root: OwnedFD, rootDevice: UInt64, inodes: InodeStore, logger: Logger) throws(Errno) {
+    /// Watches SOURCE (`root`, a readable directory descriptor on device `rootDevice`). In
+    /// the filesystems scope this marks its file system at once: EPERM without CAP_SYS_ADMIN,
+    /// EXDEV/ENODEV/EOPNOTSUPP where the file system has no file handles. In the directories
+    /// scope marks come with the directory nodes (`attach`).
+    init(root: OwnedFD, rootDevice: UInt64, scope: Scope, inodes: InodeStore, logger: Logger) throws(Errno) {
         group = try Fanotify.openGroup()
-        try Fanotify.markFilesystem(group: group, directory: root.rawValue, mask: FanotifyWatcher.mask)
+        if scope == .filesystems {
+            try Fanotify.markFilesystem(group: group, directory: root.rawValue, mask: FanotifyWatcher.mask)
+        } else {
+            // Fails here, not on the first directory, where the file system cannot do it.
+            try Fanotify.markDirectory(group: group, anyDescriptor: root.rawValue, mask: FanotifyWatcher.mask)
+        }
         filesystems = Mutex([try Fanotify.filesystemID(of: root.rawValue): rootDevice])
+        self.scope = scope
         self.inodes = inodes
         self.logger = logger
     }
 
-    /// Starts hearing about file systems mounted below the root, to mark each.
+    /// Starts hearing about directory nodes and file systems below the root, to mark them.
     func attach() { inodes.observe(self) }
 
-    /// A node on a file system mounted below SOURCE: mark that file system too, so its
-    /// changes are seen as well.
+    /// A node on a file system mounted below SOURCE: learn its fsid, and in the filesystems
+    /// scope mark it too, so its changes are seen as well.
     func reached(filesystem device: UInt64, fd: Int32) {
         do {
             let id = try Fanotify.filesystemID(of: fd)
-            try Fanotify.markFilesystem(group: group, anyDescriptor: fd, mask: FanotifyWatcher.mask)
+            if scope == .filesystems {
+                try Fanotify.markFilesystem(group: group, anyDescriptor: fd, mask: FanotifyWatcher.mask)
+            }
             filesystems.withLock { $0[id] = device }
         } catch {
             logger.warning("cannot watch the file system mounted below the share (device \(device >> 32):\(device & 0xffff_ffff)) with fanotify (\(error)); its changes show up only when cache timeouts expire")
+        }
+    }
+
+    /// A new directory node: in the directories scope, mark it (the mark is evictable and goes
+    /// away with the inode, so nothing is done when the node is forgotten).
+    func remembered(directory nodeID: UInt64, fd: Int32) {
+        guard scope == .cachedDirectories else { return }
+        do {
+            try Fanotify.markDirectory(group: group, anyDescriptor: fd, mask: FanotifyWatcher.mask)
+        } catch {
+            // Typically ENOSPC (fs.fanotify.max_user_marks): say so once, keep serving.
+            if markFailures.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
+                logger.warning("cannot watch a directory with fanotify (\(error)); changes in such directories show up only when cache timeouts expire")
+            }
         }
     }
 

@@ -24,13 +24,17 @@ public enum Fanotify {
     static let reportName: UInt32 = 0x800
     static let reportTargetFID: UInt32 = 0x1000
 
+    public static let eventOnChild: UInt64 = 0x0800_0000
+
     // fanotify_mark flags.
     static let markAdd: UInt32 = 0x1
+    static let markOnlyDirectory: UInt32 = 0x8
     static let markFilesystem: UInt32 = 0x100
+    static let markEvictable: UInt32 = 0x200
 
     /// A notification-class group reporting the changed object's FID, the directory FID and
     /// the name, and for entry events the entry's target FID (FAN_REPORT_DFID_NAME_TARGET).
-    /// Needs CAP_SYS_ADMIN; EPERM or EINVAL otherwise.
+    /// Unprivileged groups may only mark inodes, and see other processes' pids as 0.
     public static func openGroup() throws(Errno) -> OwnedFD {
         let flags = cloexec | nonblock | classNotification | reportFID | reportDirFID | reportName | reportTargetFID
         let fd = try checked { ferry_fanotify_init(flags, UInt32(O_RDONLY | O_CLOEXEC)) }
@@ -48,6 +52,16 @@ public enum Fanotify {
     public static func markFilesystem(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64) throws(Errno) {
         let path = "/proc/self/fd/\(fd)"
         _ = try checked { ferry_fanotify_mark(group.rawValue, markAdd | markFilesystem, mask, HostFlags.atFDCWD, path) }
+    }
+
+    /// Watches one directory open as `fd` (any descriptor, reached through /proc/self/fd) for
+    /// the events in `mask`, on itself and on its entries (FAN_EVENT_ON_CHILD). The mark is
+    /// evictable: it goes away with the inode once nothing holds the directory. Allowed
+    /// without privileges (Linux 5.13).
+    public static func markDirectory(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64) throws(Errno) {
+        let path = "/proc/self/fd/\(fd)"
+        let flags = markAdd | markEvictable | markOnlyDirectory
+        _ = try checked { ferry_fanotify_mark(group.rawValue, flags, mask | eventOnChild, HostFlags.atFDCWD, path) }
     }
 
     /// The file-system id fanotify reports events with (statfs's f_fsid, both words).

@@ -155,30 +155,44 @@ final class NotifyTests: XCTestCase {
         XCTAssertEqual(server.stop(), 0, server.log)
     }
 
-    /// An unprivileged server cannot use fanotify; it says so and falls back to inotify, and
-    /// the user's own host-side changes reach the mount.
-    func testUnprivilegedServerFallsBackToInotify() throws {
+    func testFanotifyDirectoryMarksSeeEveryHostChange() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--notify-watcher", "fanotify-directories"])
+        try check(["notify", server.source, server.mountpoint] + NotifyTests.cases, expectLines: NotifyTests.cases.count)
+        XCTAssertTrue(server.log.contains("change notifications: fanotify (a mark per cached directory"), server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// An unprivileged server may not mark a whole file system; it says so and marks each cached
+    /// directory instead. Its own changes are still recognised (fanotify reports its own pid to
+    /// an unprivileged listener), and the user's host-side changes reach the mount.
+    func testUnprivilegedServerMarksCachedDirectories() throws {
         let user = try OrdinaryUser()
         defer { user.restore() }
         let server = try FerryServer(source: user.directory + "/src", mountpoint: user.directory + "/mnt",
-                                     arguments: ["--cache", "always"], prefix: OrdinaryUser.asUser)
+                                     arguments: ["--cache", "always", "--stats"], prefix: OrdinaryUser.asUser)
         let cases = NotifyTests.cases.filter { $0 != "chown" }   // only root may give files away
         try check(["notify", server.source, server.mountpoint] + cases, expectLines: cases.count, asUser: true)
-        XCTAssertTrue(server.log.contains("fanotify refused"), server.log)
-        XCTAssertTrue(server.log.contains("change notifications: inotify"), server.log)
+        XCTAssertTrue(server.log.contains("fanotify refused a file-system mark"), server.log)
+        XCTAssertTrue(server.log.contains("change notifications: fanotify (a mark per cached directory"), server.log)
+        let m = server.mountpoint
+        let own = try runCommand(OrdinaryUser.asUser + ["sh", "-c", "for i in $(seq 50); do echo x > \(m)/own$i; done"])
+        XCTAssertEqual(own.status, 0, own.output)
         _ = try runCommand(OrdinaryUser.asUser + ["fusermount3", "-u", server.mountpoint])
         XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertGreaterThanOrEqual(try lastStats(server.log)["own"] ?? 0, 50, server.log)
     }
 
     /// Asked for explicitly, a watcher that cannot run is a start-up error, not a warning.
     func testExplicitWatcherThatCannotRunStopsTheStart() throws {
-        let user = try OrdinaryUser()
-        defer { user.restore() }
-        let result = try runCommand(OrdinaryUser.asUser + [FerryServer.binary, "serve", user.directory + "/src",
-                                                           user.directory + "/mnt", "--notify-watcher", "fanotify"])
-        XCTAssertEqual(result.status, 2, result.output)
-        XCTAssertTrue(result.output.contains("ferry: change notifications cannot run: fanotify refused"), result.output)
-        XCTAssertFalse(FerryServer.isMounted(user.directory + "/mnt"))
+        let limit = "/proc/sys/fs/inotify/max_user_instances"
+        let old = try String(contentsOfFile: limit, encoding: .utf8)
+        try "0\n".write(toFile: limit, atomically: false, encoding: .utf8)
+        defer { try? old.write(toFile: limit, atomically: false, encoding: .utf8) }
+        let server = try FerryServer(arguments: ["--notify-watcher", "inotify"], waitForMount: false)
+        server.process.waitUntilExit()
+        XCTAssertEqual(server.process.terminationStatus, 2, server.log)
+        XCTAssertTrue(server.log.contains("ferry: change notifications cannot run: inotify refused"), server.log)
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
     }
 
     func testRingSizeMustBeAPowerOfTwo() throws {
