@@ -4,7 +4,7 @@ with change notifications buy on metadata workloads — in one run.
 
 Part 1, coherence latency: a host process changes SOURCE (overwrite 4 KiB of a file, chmod, create
 a file) and the time until the mount shows the change is measured, p50/p99, for Ferry
---cache always with fanotify and with inotify, --cache auto with and without notifications,
+--cache always with fanotify (file-system marks, directory marks) and with inotify, --cache auto with and without notifications,
 --cache never, and libfuse's passthrough_ll (1 s timeouts). Slow contenders (those that wait for
 a cache timeout) get fewer samples.
 
@@ -24,6 +24,7 @@ import bench  # noqa: E402  (contenders, passthrough_ll build, helpers)
 
 FERRY_CONFIGS = [
     ("ferry always+fanotify", ["--cache", "always", "--notify-watcher", "fanotify"]),
+    ("ferry always+fanotify-dirs", ["--cache", "always", "--notify-watcher", "fanotify-directories"]),
     ("ferry always+inotify", ["--cache", "always", "--notify-watcher", "inotify"]),
     ("ferry always no-notify", ["--cache", "always", "--no-notify"]),
     ("ferry auto+notify", ["--cache", "auto"]),

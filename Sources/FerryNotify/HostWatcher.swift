@@ -10,7 +10,8 @@ protocol HostWatcher: Sendable {
 /// How watchers pace their reads.
 enum HostWatcherPacing {
     /// Pause after each read that returned events. Measured on the untar of /usr/include through
-    /// the mount (58,000 own events): without it the watcher woke once per event and spent 1.3 s
-    /// of CPU; see benchmarks/results for the figures with it.
+    /// the mount (tmpfs source, fanotify): without it the watcher woke once per event (58,000
+    /// reads) and spent 1.3 s of CPU; with it, 0.37 s (and the kernel merged the queued events
+    /// to 14,500).
     static let pauseMicroseconds: UInt32 = 1000
 }
