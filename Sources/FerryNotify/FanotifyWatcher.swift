@@ -87,26 +87,18 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     }
 
     func run(into sink: ChangeSink) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 8)
-        defer { buffer.deallocate() }
-        while true {
-            let ready = Host.waitReadable([group.rawValue, sink.stop.fd.rawValue], timeoutMilliseconds: -1)
-            if ready.count > 1 && ready[1] { return }
-            guard let n = try? Host.readAvailable(group.rawValue, into: buffer), n > 0 else { continue }
+        readEvents(from: group.rawValue, into: sink) { bytes in
             // Changes made through this server: the kernel made them, so it knows. They are
             // skipped before their handles are even decoded.
             var own = 0
-            let events = FanotifyEvent.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), skipping: ownProcess, skipped: &own)
+            let events = FanotifyEvent.parse(bytes, skipping: ownProcess, skipped: &own)
             sink.stats.eventsSeen.increment(by: UInt64(own))
             sink.stats.eventsOwn.increment(by: UInt64(own))
             var pushed = false
             for event in events {
                 pushed = record(event, into: sink) || pushed
             }
-            if pushed { sink.flush() }
-            // Let a burst gather: at most ~1000 reads a second however fast events come, for
-            // at most 1 ms of added delay (a lone event is handled at once).
-            usleep(HostWatcherPacing.pauseMicroseconds)
+            return pushed
         }
     }
 

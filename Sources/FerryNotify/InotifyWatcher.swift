@@ -60,20 +60,12 @@ final class InotifyWatcher: HostWatcher, InodeStoreObserver {
 
     func run(into sink: ChangeSink) {
         let credentials = ThreadCredentials(switching: false)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 8)
-        defer { buffer.deallocate() }
-        while true {
-            let ready = Host.waitReadable([instance.rawValue, sink.stop.fd.rawValue], timeoutMilliseconds: -1)
-            if ready.count > 1 && ready[1] { return }
-            guard let n = try? Host.readAvailable(instance.rawValue, into: buffer), n > 0 else { continue }
+        readEvents(from: instance.rawValue, into: sink) { bytes in
             var pushed = false
-            for event in InotifyEvent.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) {
+            for event in InotifyEvent.parse(bytes) {
                 pushed = record(event, into: sink, credentials) || pushed
             }
-            if pushed { sink.flush() }
-            // Let a burst gather: at most ~1000 reads a second however fast events come, for
-            // at most 1 ms of added delay (a lone event is handled at once).
-            usleep(HostWatcherPacing.pauseMicroseconds)
+            return pushed
         }
     }
 

@@ -46,14 +46,13 @@ enum DevFuseDevice {
     /// Writes one reply or notification; false when the connection is gone. ENOENT (the
     /// request was interrupted and is no longer waited for) is not an error.
     static func write(_ fd: Int32, _ message: ByteView) -> Bool {
-        let n = message.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        if n >= 0 { return true }
-        return errno == ENOENT || errno == EINTR ? true : errno != ENODEV
+        send(fd, message) != ENODEV
     }
 
-    /// Writes one notification; returns 0 or the errno (the kernel reports a node or name it
-    /// does not have as ENOENT).
-    static func writeNotification(_ fd: Int32, _ message: ByteView) -> Int32 {
+    /// Writes one message, retrying on EINTR; returns 0 or the errno. For a reply ENOENT means
+    /// the request is no longer waited for; for a notification, a node or name the kernel
+    /// does not have.
+    static func send(_ fd: Int32, _ message: ByteView) -> Int32 {
         while true {
             let n = message.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n >= 0 { return 0 }

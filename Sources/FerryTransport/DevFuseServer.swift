@@ -75,7 +75,7 @@ public final class DevFuseServer: Sendable {
     /// Safe from any thread, but never from a request handler: the kernel may wait for a
     /// reply that handler would send.
     public func sendNotification(_ message: ByteView) -> Int32 {
-        DevFuseDevice.writeNotification(mount.fd, message)
+        DevFuseDevice.send(mount.fd, message)
     }
 
     private func answerInit() throws {
