@@ -59,6 +59,7 @@ enum Conversions {
         if s.valid.contains(.mtimeNow) { c.mtime = .now }
         else if s.valid.contains(.mtime) { c.mtime = .at(seconds: Int64(bitPattern: s.mtime), nanoseconds: s.mtimeNsec) }
         if s.valid.contains(.fh) { c.fh = s.fh }
+        c.ctimeGiven = s.valid.contains(.ctime)
         return c
     }
 }

@@ -29,6 +29,10 @@ public struct EngineOptions: Sendable {
     public var posixLocks = true
     /// Forward flock to the host (FLOCK_LOCKS).
     public var flockLocks = true
+    /// Let the kernel check POSIX ACLs itself (POSIX_ACL; needs xattrs). The mount always has
+    /// `default_permissions`, so the kernel checks every access, path search included, from
+    /// attributes (and ACLs) the host gave it; the host checks again as the caller.
+    public var posixACLs = true
     /// Host changes are pushed into the kernel's caches (change notifications run), so the
     /// kernel may also cache that a name does not exist.
     public var notifications = false

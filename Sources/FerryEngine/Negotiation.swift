@@ -36,6 +36,7 @@ enum Negotiation {
         if options.cache == .always { wanted.insert(.cacheSymlinks) }
         if options.posixLocks { wanted.insert(.posixLocks) }   // fcntl locks become host OFD locks
         if options.flockLocks { wanted.insert(.flockLocks) }   // flock becomes host flock
+        if options.posixACLs { wanted.insert(.posixACL) }      // kernel permission checks honour ACLs
         return wanted.intersection(kernel)
     }
 

@@ -13,6 +13,8 @@ public struct AttributeChanges: Sendable {
     public var mtime: TimeChange?
     /// An open file to act through (ftruncate needs one the caller opened for writing).
     public var fh: UInt64?
+    /// The kernel sent a ctime too (the host cannot set one): the mark of a writeback-cache flush.
+    public var ctimeGiven = false
     public init() {}
 }
 
@@ -60,9 +62,23 @@ extension PassthroughFS {
                 }
             }
             if changes.atime != nil || changes.mtime != nil {
-                try Host.setTimes(fd, access: timespec(changes.atime), modification: timespec(changes.mtime))
+                try setTimes(ctx, fd, changes)
             }
             return try stat(fd: file?.fd.rawValue ?? fd)
+        }
+    }
+
+    /// Sets atime/mtime. With the writeback cache the kernel keeps mtime and ctime itself and
+    /// sends them later as explicit times (with a ctime, which only it sends), under whichever
+    /// caller made the change — a writer or an xattr setter who does not own the file, whom the
+    /// host refuses explicit times. The kernel has already checked that caller (the mount has
+    /// default_permissions), so such an update is retried with Ferry's own rights.
+    private func setTimes(_ ctx: ThreadCredentials, _ fd: Int32, _ changes: AttributeChanges) throws(Errno) {
+        let access = timespec(changes.atime), modification = timespec(changes.mtime)
+        do {
+            try Host.setTimes(fd, access: access, modification: modification)
+        } catch .permission where changes.ctimeGiven {
+            try ctx.asRoot { () throws(Errno) in try Host.setTimes(fd, access: access, modification: modification) }
         }
     }
 

@@ -113,6 +113,12 @@ public enum Host {
         }
     }
 
+    /// Whether `fd` was opened for writing (O_WRONLY or O_RDWR).
+    public static func isOpenForWriting(_ fd: Int32) -> Bool {
+        let flags = fcntl(fd, F_GETFL)
+        return flags >= 0 && (flags & O_ACCMODE) != O_RDONLY
+    }
+
     /// ftruncate(2).
     public static func truncate(_ fd: Int32, size: Int64) throws(Errno) {
         _ = try retrying { ftruncate(fd, off_t(size)) }

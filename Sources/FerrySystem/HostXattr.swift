@@ -2,8 +2,9 @@ import CFerrySys
 import Glibc
 
 /// Extended attributes of the file behind an O_PATH descriptor (through /proc/self/fd, since
-/// the f*xattr calls refuse O_PATH descriptors). Not for symlinks: the path would name the
-/// /proc link itself, so callers refuse symlinks before coming here.
+/// the f*xattr calls refuse O_PATH descriptors). The /proc link jumps to the descriptor's own
+/// inode and goes no further, so for an O_NOFOLLOW descriptor of a symlink these reach the
+/// symlink itself, never its target.
 extension Host {
     /// getxattr(2); `size` 0 asks for the value's size. Returns the value (or just its size).
     public static func getxattr(_ fd: Int32, _ name: CName, size: Int) throws(Errno) -> (size: Int, value: [UInt8]) {

@@ -121,11 +121,14 @@ struct Serve: ParsableCommand {
         engineOptions.writebackCache = writeback
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
+        engineOptions.posixACLs = !noXattr
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
 
-        var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry"]
+        // default_permissions: the kernel checks permissions (directory search included) before
+        // using anything it caches; without it a cached name is reachable by any caller.
+        var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry", "default_permissions"]
         if allowOther ?? root { mountOptions.append("allow_other") }
         if readonly { mountOptions.append("ro") }
 
