@@ -4,6 +4,8 @@ import Glibc
 /// several are hidden behind _GNU_SOURCE in the C headers Swift imports.
 public enum HostFlags {
     public static let oPath: Int32 = 0o10000000
+    /// statfs `f_flags` bits (enum values in glibc, so not imported).
+    public static let stNoSuid = 2, stNoDev = 4, stNoExec = 8
     public static let oNoFollow: Int32 = 0o400000
     public static let oDirectory: Int32 = 0o200000
     public static let oCloexec: Int32 = 0o2000000

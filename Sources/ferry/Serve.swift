@@ -126,11 +126,9 @@ struct Serve: ParsableCommand {
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
 
-        // default_permissions: the kernel checks permissions (directory search included) before
-        // using anything it caches; without it a cached name is reachable by any caller.
-        var mountOptions = ["fsname=\(Preflight.escapeOption(source))", "subtype=ferry", "default_permissions"]
-        if allowOther ?? root { mountOptions.append("allow_other") }
-        if readonly { mountOptions.append("ro") }
+        let sourceFlags = (try? Host.statfs(fs.rootDirectory.rawValue)).map { Int($0.f_flags) } ?? 0
+        let mountOptions = MountOptions.list(source: source, sourceFlags: sourceFlags, root: root,
+                                             allowOther: allowOther ?? root, readonly: readonly)
 
         // Signals go to one waiting thread only; request threads inherit the blocked mask.
         let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])

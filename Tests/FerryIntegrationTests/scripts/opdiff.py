@@ -9,7 +9,7 @@ Usage: opdiff.py NATIVE_DIR MOUNT_DIR SEED STEPS
 OPDIFF_TRACE=1 prints every step; OPDIFF_KERNEL_FILE_TIMES=1 is for the writeback cache. Prints "PASS seed N" or the first steps that differ; the exit status is the number of differences
 (at most 20 are reported).
 """
-import ctypes, errno, os, random, stat, struct, sys, time
+import ctypes, errno, os, random, socket, stat, struct, sys, time
 
 NATIVE, MOUNT = sys.argv[1], sys.argv[2]
 SEED, STEPS = int(sys.argv[3]), int(sys.argv[4])
@@ -25,7 +25,11 @@ BOB = (2002, 2002, [2002, 3000])
 PEOPLE = [ROOT, ALICE, BOB]
 
 # The names the walk plays with: some nest, so ENOTDIR/ENOENT/EISDIR paths come up often.
-PATHS = ["f1", "f2", "d1", "d2", "s1", "d1/f1", "d1/f2", "d1/d3", "d1/d3/f1", "d2/f1", "d2/d3", "d2/s1"]
+PATHS = ["f1", "f2", "d1", "d2", "s1", "d1/f1", "d1/f2", "d1/d3", "d1/d3/f1", "d2/f1", "d2/d3", "d2/s1",
+         "n" * 255, "d1/" + "m" * 256]  # the longest name allowed, and one byte more
+OPEN_FLAGS = [os.O_RDONLY | os.O_DIRECTORY, os.O_RDONLY | os.O_NOFOLLOW, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW,
+              os.O_RDWR | os.O_CREAT | os.O_TRUNC, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECTORY,
+              os.O_WRONLY | os.O_APPEND, os.O_PATH | os.O_NOFOLLOW, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW]
 # Symlink targets stay inside the tree from wherever the link is (no absolute or "../" targets).
 TARGETS = ["f1", "d3", "d3/f1", "s1", "missing"]
 MODES = [0o644, 0o600, 0o755, 0o700, 0o777, 0o000, 0o4755, 0o2755, 0o1777, 0o2770, 0o640]
@@ -130,6 +134,20 @@ def op_create(root, p, mode):
 
 def op_open_trunc(root, p):
     os.close(os.open(os.path.join(root, p), os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK))
+
+
+def op_open(root, p, flags, mode):
+    os.close(os.open(os.path.join(root, p), flags | os.O_NONBLOCK, mode))
+
+
+def op_mknod(root, p, mode, device):
+    os.mknod(os.path.join(root, p), mode, device)
+
+
+def op_bind(root, p):
+    os.chdir(root)  # relative: socket paths are short (108 bytes), and the trees' paths differ in length
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(p)
 
 
 def op_mkdir(root, p, mode):
@@ -242,7 +260,7 @@ def random_step(rng):
                        "unlink", "rmdir", "rename", "rename", "chmod", "chown", "truncate", "write",
                        "write", "read", "utime", "setxattr", "getxattr", "listxattr", "removexattr",
                        "readdir", "readlink", "access", "stat", "open_trunc", "fallocate", "acl",
-                       "getacl"])
+                       "getacl", "open", "open", "mknod", "bind"])
     if kind == "create":
         return kind, op_create, (p, rng.choice(MODES)), [p]
     if kind == "mkdir":
@@ -265,18 +283,25 @@ def random_step(rng):
         uid, gid = rng.choice(OWNERS)
         return kind, op_chown, (p, uid, gid, rng.random() < 0.7), [p]
     if kind == "truncate":
-        return kind, op_truncate, (p, rng.choice([0, 1, 100, 5000, 70000])), [p]
+        return kind, op_truncate, (p, rng.choice([0, 1, 100, 5000, 70000, -1])), [p]
     if kind == "write":
         data = bytes([rng.randrange(256)]) * rng.choice([1, 10, 4096, 9000])
         return kind, op_write, (p, rng.choice([0, 3, 4096, 100000]), data, rng.random() < 0.3), [p]
     if kind == "read":
         return kind, op_read, (p,), [p]
     if kind == "utime":
-        when = rng.choice([None, (1_000_000_000, 2_000_000_000), (5, 123_456_789)])
+        when = rng.choice([None, (1_000_000_000, 2_000_000_000), (5, 123_456_789), (-1, 7)])
         return kind, op_utime, (p, when, rng.random() < 0.7), [p]
     if kind == "setxattr":
         return kind, op_setxattr, (p, rng.choice(XATTR_NAMES), rng.choice([b"", b"v", b"x" * 300]),
                                    rng.choice([0, 0, os.XATTR_CREATE, os.XATTR_REPLACE])), [p]
+    if kind == "open":
+        return kind, op_open, (p, rng.choice(OPEN_FLAGS), rng.choice(MODES)), [p]
+    if kind == "mknod":
+        kind_bits = rng.choice([stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFREG])
+        return kind, op_mknod, (p, kind_bits | rng.choice(MODES), os.makedev(1, 3)), [p]
+    if kind == "bind":
+        return kind, op_bind, (p,), [p]
     if kind == "acl":
         name = rng.choice(ACL_NAMES)
         if rng.random() < 0.2:
