@@ -191,24 +191,34 @@ def flock_shared_exclusive():
     each_pair(body)
 
 
+def wake_delay(h1, h2, lock, unlock):
+    """Seconds from h1's unlock to h2's blocked lock call returning."""
+    h1.run(f"lambda fd: {lock}")
+    h2.send(f"lambda fd: ({lock}, time.monotonic())[1]")
+    time.sleep(0.3)
+    t_unlock = h1.run(f"lambda fd: ({unlock}, time.monotonic())[1]")[1]
+    r = h2.result()
+    expect(r[0] == "ok", f"waiter failed {r}")
+    h2.run(f"lambda fd: {unlock}")
+    return r[1] - t_unlock
+
+
+def woke_within(h1, h2, lock, unlock, limit=0.05, attempts=3):
+    """The waiter must wake within `limit` of the unlock. A 2-core machine under load can stall
+    one sample past it, so up to `attempts` are made and one in time suffices — a waiter that
+    polls, or misses the wake-up, misses every time."""
+    delays = []
+    for _ in range(attempts):
+        delays.append(wake_delay(h1, h2, lock, unlock))
+        if delays[-1] < limit:
+            return
+    raise Failure(f"waiter woke {', '.join(f'{d * 1000:.1f}' for d in delays)} ms after the unlock ({lock})")
+
+
 def blocking_waiter_wakes_fast():
     def body(a, b, h1, h2):
-        h1.run("lambda fd: setlk(fd, WR)")
-        h2.send("lambda fd: (setlk(fd, WR, wait=True), time.monotonic())[1]")
-        time.sleep(0.3)
-        t_unlock = h1.run("lambda fd: (setlk(fd, UN), time.monotonic())[1]")[1]
-        r = h2.result()
-        expect(r[0] == "ok", f"waiter failed {r}")
-        delay = r[1] - t_unlock
-        expect(delay < 0.05, f"waiter woke {delay * 1000:.1f} ms after the unlock")
-        # flock too.
-        h2.run("lambda fd: setlk(fd, UN)")
-        h1.run("lambda fd: fcntl.flock(fd, fcntl.LOCK_EX)")
-        h2.send("lambda fd: (fcntl.flock(fd, fcntl.LOCK_EX), time.monotonic())[1]")
-        time.sleep(0.3)
-        t_unlock = h1.run("lambda fd: (fcntl.flock(fd, fcntl.LOCK_UN), time.monotonic())[1]")[1]
-        r = h2.result()
-        expect(r[0] == "ok" and r[1] - t_unlock < 0.05, f"flock waiter: {r}, unlock at {t_unlock}")
+        woke_within(h1, h2, "setlk(fd, WR, wait=True)", "setlk(fd, UN)")
+        woke_within(h1, h2, "fcntl.flock(fd, fcntl.LOCK_EX)", "fcntl.flock(fd, fcntl.LOCK_UN)")
     each_pair(body)
 
 
