@@ -64,11 +64,18 @@ public final class ChangeNotifier: Sendable {
 
     /// Starts the watcher and invalidator threads; `minor` is the FUSE minor version agreed at
     /// INIT and `send` writes one notification to the kernel.
-    public func start(minor: UInt32, send: @escaping NotificationSender) throws(Errno) {
+    ///
+    /// `prime` runs on the invalidator thread before its first notification (changes seen
+    /// meanwhile wait in the ring): it must make the kernel load the root's attributes (a stat of
+    /// the mount point). Until then the kernel's root has the placeholder mode the mount gave it,
+    /// with no permissions, and an invalidation racing its first GETATTR makes the kernel drop
+    /// the answer and deny the first access (EACCES) under default_permissions.
+    public func start(minor: UInt32, prime: @escaping @Sendable () -> Void = {},
+                      send: @escaping NotificationSender) throws(Errno) {
         let invalidator = Invalidator(sink: sink, inodes: inodes, minor: minor, send: send, logger: logger)
         let watcher = self.watcher, sink = self.sink
         try HostThread.spawn(name: "ferry-watch") { watcher.run(into: sink) }.detach()
-        try HostThread.spawn(name: "ferry-invalidate") { invalidator.run() }.detach()
+        try HostThread.spawn(name: "ferry-invalidate") { prime(); invalidator.run() }.detach()
         logger.info("change notifications: \(watcher.mechanism), ring of \(sink.ring.capacity) slots")
     }
 

@@ -146,7 +146,13 @@ struct Serve: ParsableCommand {
         if stats { try report.startPeriodic(seconds: 10) }
         logger.info("serving \(source) at \(mountpoint) (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
         try server.run { session in
-            try notifier?.start(minor: session.minor) { message in server.sendNotification(message) }
+            let mountpoint = self.mountpoint
+            try notifier?.start(minor: session.minor, prime: {
+                var attributes = stat()
+                if stat(mountpoint, &attributes) != 0 {
+                    logger.warning("could not stat \(mountpoint) before sending notifications: \(Errno(rawValue: errno))")
+                }
+            }, send: { message in server.sendNotification(message) })
         }
         notifier?.stop()
         if stats { report.print() }
