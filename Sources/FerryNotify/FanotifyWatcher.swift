@@ -21,6 +21,8 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     }
 
     /// What is watched: contents, attributes (incl. xattrs) and entries, for files and directories.
+    /// Events about a directory entry, reported on the directory with the entry's name.
+    static let entryEvents = Fanotify.create | Fanotify.delete | Fanotify.movedFrom | Fanotify.movedTo
     static let mask = Fanotify.modify | Fanotify.closeWrite | Fanotify.attrib | Fanotify.create | Fanotify.delete
         | Fanotify.movedFrom | Fanotify.movedTo | Fanotify.onDirectory
 
@@ -114,8 +116,13 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
             sink.stats.eventsDropped.increment()
             return false
         }
-        let node = event.object.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
         let parent = event.directory.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
+        var node = event.object.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
+        // A change to a directory itself (FAN_ONDIR, no entry change: chmod, chown, an ACL)
+        // comes with the directory's own FID in the directory record and no object record.
+        if event.object == nil && event.mask & Fanotify.onDirectory != 0 && event.mask & Self.entryEvents == 0 {
+            node = parent
+        }
         var pushed = false
         func push(_ record: ChangeRecord) { sink.push(record); pushed = true }
 

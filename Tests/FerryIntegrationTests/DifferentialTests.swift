@@ -1,9 +1,10 @@
 import Foundation
 import XCTest
 
-/// Seeded random walks of file-system calls by root and two ordinary users, made step by step on
-/// a plain host directory and through a Ferry mount, every outcome and the final trees compared
-/// (Tests/FerryIntegrationTests/scripts/opdiff.py), under each cache configuration.
+/// Seeded random walks of file-system calls. opdiff.py: calls by root and two ordinary users, made
+/// step by step on a plain host directory and through a Ferry mount, every outcome and the final
+/// trees compared, under each cache configuration. coherencewalk.py: calls made on the host in
+/// SOURCE while the mount caches for a day, every touched path compared through the mount.
 final class DifferentialTests: XCTestCase {
     private static let steps = "800"
 
@@ -36,5 +37,38 @@ final class DifferentialTests: XCTestCase {
     /// cause, is compared.
     func testWritebackCacheMatchesTheHost() throws {
         try walk(["--cache", "always", "--writeback"], seeds: [9], environment: ["OPDIFF_KERNEL_FILE_TIMES=1"])
+    }
+
+    /// Runs the coherence walk for each seed against a `--cache always` server with `arguments`.
+    private func coherence(_ arguments: [String], seeds: [Int], steps: Int = 400, limit: String = "1.0")
+        throws -> [(status: Int32, output: String)] {
+        let server = try FerryServer(arguments: ["--cache", "always"] + arguments)
+        defer { XCTAssertEqual(server.stop(), 0, "ferry did not exit cleanly: \(server.log)") }
+        return try seeds.map { seed in
+            let result = try runCommand(["env", "COHERENCE_LIMIT=\(limit)", "python3", script("coherencewalk.py"),
+                                         server.source, server.mountpoint, String(seed), String(steps)])
+            print(result.output, terminator: "")
+            return result
+        }
+    }
+
+    func testHostChangesReachTheMountWithFanotify() throws {
+        for (seed, result) in zip([1, 2], try coherence([], seeds: [1, 2])) {
+            XCTAssertTrue(result.output.contains("PASS seed \(seed)"), result.output)
+            XCTAssertEqual(result.status, 0)
+        }
+    }
+
+    func testHostChangesReachTheMountWithFanotifyDirectoryMarks() throws {
+        let result = try coherence(["--notify-watcher", "fanotify-directories"], seeds: [3])[0]
+        XCTAssertTrue(result.output.contains("PASS seed 3"), result.output)
+        XCTAssertEqual(result.status, 0)
+    }
+
+    /// The control: without notifications the same walk must see stale caches, or it tests nothing.
+    func testWithoutNotificationsTheCoherenceWalkSeesStaleCaches() throws {
+        let result = try coherence(["--no-notify"], seeds: [1], steps: 150, limit: "0.2")[0]
+        XCTAssertTrue(result.output.contains("FAIL seed 1"), result.output)
+        XCTAssertTrue(result.output.contains("DIFF step"), result.output)
     }
 }

@@ -11,8 +11,6 @@ OPDIFF_TRACE=1 prints every step; OPDIFF_KERNEL_FILE_TIMES=1 is for the writebac
 """
 import ctypes, errno, os, random, socket, stat, struct, sys, time
 
-NATIVE, MOUNT = sys.argv[1], sys.argv[2]
-SEED, STEPS = int(sys.argv[3]), int(sys.argv[4])
 TRACE = os.environ.get("OPDIFF_TRACE") == "1"  # print every step
 # With the writeback cache the kernel keeps regular files' mtime and ctime itself (it ignores the
 # host's), so OPDIFF_KERNEL_FILE_TIMES=1 leaves those out of the comparison.
@@ -359,13 +357,14 @@ def tree(root):
 
 
 def main():
-    rng = random.Random(SEED)
-    native, mount = os.path.join(NATIVE, f"walk-{SEED}"), os.path.join(MOUNT, f"walk-{SEED}")
+    native_dir, mount_dir, seed, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(seed)
+    native, mount = os.path.join(native_dir, f"walk-{seed}"), os.path.join(mount_dir, f"walk-{seed}")
     for root in (native, mount):
         os.mkdir(root)
         os.chmod(root, 0o777)
     differences = []
-    for step in range(STEPS):
+    for step in range(steps):
         kind, fn, args, paths = random_step(rng)
         person = rng.choice(PEOPLE)
         results = []
@@ -389,7 +388,7 @@ def main():
             differences.append(f"end of walk, {rel}: native {a.get(rel)!r:.300} vs ferry {b.get(rel)!r:.300}")
     for line in differences:
         print("DIFF", line)
-    print(f"{'PASS' if not differences else 'FAIL'} seed {SEED}: {STEPS} steps, {len(a)} paths at the end")
+    print(f"{'PASS' if not differences else 'FAIL'} seed {seed}: {steps} steps, {len(a)} paths at the end")
     return min(len(differences), 100)
 
 
