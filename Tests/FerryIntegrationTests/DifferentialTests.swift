@@ -65,6 +65,20 @@ final class DifferentialTests: XCTestCase {
         XCTAssertEqual(result.status, 0)
     }
 
+    /// The walk's calls made through a second mount of the same SOURCE (a second guest) reach the
+    /// first mount's day-long caches.
+    func testChangesThroughASecondMountReachTheFirst() throws {
+        let first = try FerryServer(arguments: ["--cache", "always"])
+        let second = try FerryServer(source: first.source, mountpoint: first.mountpoint + "-second",
+                                     arguments: ["--cache", "always"])
+        let result = try runCommand(["python3", script("coherencewalk.py"), second.mountpoint, first.mountpoint, "30", "400"])
+        print(result.output, terminator: "")
+        XCTAssertTrue(result.output.contains("PASS seed 30"), result.output)
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(second.stop(), 0, second.log)
+        XCTAssertEqual(first.stop(), 0, first.log)
+    }
+
     /// The control: without notifications the same walk must see stale caches, or it tests nothing.
     func testWithoutNotificationsTheCoherenceWalkSeesStaleCaches() throws {
         let result = try coherence(["--no-notify"], seeds: [1], steps: 150, limit: "0.2")[0]
