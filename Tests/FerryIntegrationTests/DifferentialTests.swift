@@ -32,6 +32,28 @@ final class DifferentialTests: XCTestCase {
 
     func testInodeDescriptorsMatchTheHost() throws { try walk(["--inode-file-handles", "never"], seeds: [8]) }
 
+    /// An ordinary user's own server (no credential switching, inodes as descriptors, fanotify
+    /// directory marks) against that user's own plain directory.
+    func testOrdinaryUserServerMatchesTheHost() throws {
+        let user = try OrdinaryUser()
+        defer { user.restore() }
+        let server = try FerryServer(source: user.directory + "/src", mountpoint: user.directory + "/mnt",
+                                     prefix: OrdinaryUser.asUser)
+        let native = user.directory + "/native"
+        try FileManager.default.createDirectory(atPath: native, withIntermediateDirectories: false)
+        chown(native, OrdinaryUser.uid, OrdinaryUser.uid)
+        // The user may not reach the checkout: a copy of the script, run by the system python.
+        let copy = try Scratch.directory("ferry-script") + "/opdiff.py"
+        try FileManager.default.copyItem(atPath: script("opdiff.py"), toPath: copy)
+        chmod(URL(fileURLWithPath: copy).deletingLastPathComponent().path, 0o755)
+        let result = try runCommand(OrdinaryUser.asUser + ["/usr/bin/python3", copy, native, server.mountpoint, "11", Self.steps])
+        print(result.output, terminator: "")
+        XCTAssertTrue(result.output.contains("PASS seed 11"), result.output)
+        XCTAssertEqual(result.status, 0)
+        _ = try runCommand(OrdinaryUser.asUser + ["fusermount3", "-u", server.mountpoint])
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
     /// With the writeback cache the kernel owns regular files' mtime and ctime (it ignores the
     /// host's), so those are left out; everything else, and the EIO a refused time flush would
     /// cause, is compared.

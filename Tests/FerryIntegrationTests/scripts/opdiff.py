@@ -20,7 +20,8 @@ KERNEL_FILE_TIMES = os.environ.get("OPDIFF_KERNEL_FILE_TIMES") == "1"
 ROOT = (0, 0, [0])
 ALICE = (2001, 2001, [2001, 3000])
 BOB = (2002, 2002, [2002, 3000])
-PEOPLE = [ROOT, ALICE, BOB]
+# Run by an ordinary user (against that user's own Ferry server), the walk's only caller is itself.
+PEOPLE = [ROOT, ALICE, BOB] if os.geteuid() == 0 else [None]
 
 # The names the walk plays with: some nest, so ENOTDIR/ENOENT/EISDIR paths come up often.
 PATHS = ["f1", "f2", "d1", "d2", "s1", "d1/f1", "d1/f2", "d1/d3", "d1/d3/f1", "d2/f1", "d2/d3", "d2/s1",
@@ -72,15 +73,16 @@ def outcome(fn, *args):
 
 def as_person(person, fn, *args):
     """Runs fn(*args) in a child with the person's identity and umask 022; returns its outcome."""
-    uid, gid, groups = person
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         try:
-            os.setgroups(groups)
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
+            if person is not None:
+                uid, gid, groups = person
+                os.setgroups(groups)
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
             os.umask(0o022)
             result = outcome(fn, *args)
         except BaseException as e:  # noqa: BLE001 — reported as a difference, never hidden
@@ -342,16 +344,19 @@ def tree(root):
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except OSError as e:  # a directory the walker may not search (an ordinary user's run)
+                out[rel] = errno.errorcode.get(e.errno, e.errno)
+                continue
             entry = [shape(path)]
             if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    entry.append(f.read())
+                entry.append(outcome(lambda: open(path, "rb").read()))  # unreadable to a user: errno
             elif stat.S_ISLNK(st.st_mode):
                 entry.append(os.readlink(path))
             if not stat.S_ISLNK(st.st_mode):
-                entry.append(sorted((n, os.getxattr(path, n)) for n in os.listxattr(path)
-                                     if n.startswith(("user.", "system.posix_acl"))))
+                entry.append(outcome(lambda: sorted((n, os.getxattr(path, n)) for n in os.listxattr(path)
+                                                    if n.startswith(("user.", "system.posix_acl")))))
             out[rel] = entry
     return out
 
@@ -376,9 +381,9 @@ def main():
             results.append((result, [shape(os.path.join(root, p)) for p in paths],
                             [moved(b, a) for b, a in zip(before, after)]))
         if TRACE:
-            print(f"step {step}: uid {person[0]} {kind}{args!r:.120} -> {results[1][0]!r:.80}")
+            print(f"step {step}: uid {person[0] if person else os.geteuid()} {kind}{args!r:.120} -> {results[1][0]!r:.80}")
         if results[0] != results[1]:
-            differences.append(f"step {step}: uid {person[0]} {kind}{args!r}:\n"
+            differences.append(f"step {step}: uid {person[0] if person else os.geteuid()} {kind}{args!r}:\n"
                                f"   native {results[0]!r}\n   ferry  {results[1]!r}")
             if len(differences) >= 20:
                 break
