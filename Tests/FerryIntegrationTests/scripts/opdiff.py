@@ -212,6 +212,20 @@ def op_utime(root, p, when, follow):
         os.utime(os.path.join(root, p), follow_symlinks=follow)
 
 
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+TIME_SPECS = [(0, UTIME_NOW), (0, UTIME_OMIT), (86_400, 5)]
+
+
+def op_utimensat(root, p, access, modification, flags):
+    """utimensat(2) with UTIME_NOW / UTIME_OMIT per time (what os.utime cannot say)."""
+    times = (Timespec * 2)(Timespec(*access), Timespec(*modification))
+    checked(libc.utimensat(-100, os.path.join(root, p).encode(), times, flags))
+
+
 def op_setxattr(root, p, name, value, flags):
     os.setxattr(os.path.join(root, p), name, value, flags, follow_symlinks=False)
 
@@ -260,7 +274,7 @@ def random_step(rng):
                        "unlink", "rmdir", "rename", "rename", "chmod", "chown", "truncate", "write",
                        "write", "read", "utime", "setxattr", "getxattr", "listxattr", "removexattr",
                        "readdir", "readlink", "access", "stat", "open_trunc", "fallocate", "acl",
-                       "getacl", "open", "open", "mknod", "bind"])
+                       "getacl", "open", "open", "mknod", "bind", "utimensat", "utimensat"])
     if kind == "create":
         return kind, op_create, (p, rng.choice(MODES)), [p]
     if kind == "mkdir":
@@ -292,6 +306,9 @@ def random_step(rng):
     if kind == "utime":
         when = rng.choice([None, (1_000_000_000, 2_000_000_000), (5, 123_456_789), (-1, 7)])
         return kind, op_utime, (p, when, rng.random() < 0.7), [p]
+    if kind == "utimensat":
+        return kind, op_utimensat, (p, rng.choice(TIME_SPECS), rng.choice(TIME_SPECS),
+                                    rng.choice([0, 0x100])), [p]  # 0x100: AT_SYMLINK_NOFOLLOW
     if kind == "setxattr":
         return kind, op_setxattr, (p, rng.choice(XATTR_NAMES), rng.choice([b"", b"v", b"x" * 300]),
                                    rng.choice([0, 0, os.XATTR_CREATE, os.XATTR_REPLACE])), [p]
