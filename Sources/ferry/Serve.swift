@@ -56,7 +56,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Slots in the change ring between the host watcher and the invalidator (a power of two).")
     var notifyRingSize = 4096
 
-    @Option(help: "How host changes are watched: auto (fanotify, else inotify), fanotify, or inotify.")
+    @Option(help: "How host changes are watched: auto (fanotify, else inotify), fanotify, fanotify-directories (a mark per cached directory) or inotify.")
     var notifyWatcher: WatcherChoice = .auto
 
     @Flag(help: "Print the change-notification counters every 10 s and at exit (SIGUSR1 prints them any time).")

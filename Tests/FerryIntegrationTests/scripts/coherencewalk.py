@@ -15,7 +15,7 @@ is the number of differences (at most 20 are reported).
 """
 import errno, os, random, stat, sys, time
 
-from opdiff import outcome, random_step, shape, tree
+from opdiff import outcome, random_step, shape, tree_differences
 
 # Seconds; against day-long timeouts any convergence is a notification's doing. COHERENCE_LIMIT
 # shortens it for the control run without notifications, where nothing converges.
@@ -74,10 +74,7 @@ def main():
                 break
         else:
             latencies.append(latency)
-    a, b = tree(source), tree(mount)
-    for rel in sorted(set(a) | set(b)):
-        if a.get(rel) != b.get(rel):
-            differences.append(f"end of walk, {rel}: host {a.get(rel)!r:.300} vs mount {b.get(rel)!r:.300}")
+    differences += tree_differences(source, mount, "host", "mount")[0]
     for line in differences:
         print("DIFF", line)
     latencies.sort()

@@ -378,6 +378,14 @@ def tree(root):
     return out
 
 
+def tree_differences(a_root, b_root, a_name, b_name):
+    """One line per path on which two trees differ, and how many paths the first holds."""
+    a, b = tree(a_root), tree(b_root)
+    lines = [f"end of walk, {rel}: {a_name} {a.get(rel)!r:.300} vs {b_name} {b.get(rel)!r:.300}"
+             for rel in sorted(set(a) | set(b)) if a.get(rel) != b.get(rel)]
+    return lines, len(a)
+
+
 def main():
     native_dir, mount_dir, seed, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(seed)
@@ -404,13 +412,11 @@ def main():
                                f"   native {results[0]!r}\n   ferry  {results[1]!r}")
             if len(differences) >= 20:
                 break
-    a, b = tree(native), tree(mount)
-    for rel in sorted(set(a) | set(b)):
-        if a.get(rel) != b.get(rel):
-            differences.append(f"end of walk, {rel}: native {a.get(rel)!r:.300} vs ferry {b.get(rel)!r:.300}")
+    at_end, paths = tree_differences(native, mount, "native", "ferry")
+    differences += at_end
     for line in differences:
         print("DIFF", line)
-    print(f"{'PASS' if not differences else 'FAIL'} seed {seed}: {steps} steps, {len(a)} paths at the end")
+    print(f"{'PASS' if not differences else 'FAIL'} seed {seed}: {steps} steps, {paths} paths at the end")
     return min(len(differences), 100)
 
 
