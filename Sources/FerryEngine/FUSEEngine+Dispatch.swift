@@ -45,14 +45,15 @@ extension FUSEEngine {
             }
         case let .getattr(flags, fh):
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: flags & RequestFlags.getattrFH != 0 ? fh : nil)
-            writer.appendAttrOut(Conversions.attributes(stat), timeout: timeout)
+            writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .setattr(s):
             let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: Conversions.changes(s))
-            writer.appendAttrOut(Conversions.attributes(stat), timeout: timeout)
+            writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .statx(s):
             let mask = s.mask | HostFlags.statxBasicStats | HostFlags.statxMntID
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: s.getattrFlags & RequestFlags.getattrFH != 0 ? s.fh : nil,
                                       mask: mask)
+            setIDReports.reporting(nodeID: h.nodeID, mode: UInt32(stat.stx_mode))
             writer.appendStatxOut(Conversions.statx(stat), timeout: timeout)
         case .readlink:
             writer.append(bytes: try fs.readlink(ctx, nodeID: h.nodeID))
@@ -172,7 +173,13 @@ extension FUSEEngine {
     func entry(_ e: Entry) -> EntryOut {
         let timeout = options.cache.timeout
         return EntryOut(nodeID: e.nodeID, generation: 0, entryTimeout: timeout, attrTimeout: timeout,
-                        attributes: Conversions.attributes(e.stat))
+                        attributes: attributes(of: e.nodeID, e.stat))
+    }
+
+    /// The wire attributes of node `nodeID`, noting set-id bits the kernel is about to cache.
+    func attributes(of nodeID: UInt64, _ stat: HostStat) -> Attributes {
+        setIDReports.reporting(nodeID: nodeID, mode: UInt32(stat.stx_mode))
+        return Conversions.attributes(stat)
     }
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {

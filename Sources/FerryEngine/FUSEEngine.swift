@@ -23,6 +23,8 @@ public final class FUSEEngine: Sendable {
     let agreedFlags = Atomic<UInt64>(0)
     /// Whether request threads switch to each caller's credentials (Ferry runs as root).
     public let switchCredentials: Bool
+    /// Nodes the kernel was told have set-id bits (see `nodesWithHiddenChanges`).
+    let setIDReports = SetIDReports()
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
@@ -48,9 +50,12 @@ public final class FUSEEngine: Sendable {
 
     /// Makes the per-thread state for a request thread; call it on that thread. `deferredReplies`
     /// writes replies completed later to the channel this worker reads from (the kernel matches
-    /// a reply only on the /dev/fuse descriptor that delivered its request).
-    public func makeWorker(deferredReplies: @escaping DeferredReplySink = { _ in }) -> Worker {
-        Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies)
+    /// a reply only on the /dev/fuse descriptor that delivered its request); `notifications`
+    /// writes the invalidations a request's own side effects call for, before its reply.
+    public func makeWorker(deferredReplies: @escaping DeferredReplySink = { _ in },
+                           notifications: @escaping NotificationSink = { _ in 0 }) -> Worker {
+        Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
+               notifications: notifications)
     }
 
     /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.
@@ -78,6 +83,9 @@ public final class FUSEEngine: Sendable {
             outcome = try dispatch(request, worker: worker, writer: &writer)
         } catch {
             outcome = .failed(error)
+        }
+        if case .replied = outcome {
+            invalidateAttributes(nodesWithHiddenChanges(request), worker: worker)
         }
         return finish(request.header, outcome, writer: &writer)
     }

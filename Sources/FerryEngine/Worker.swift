@@ -4,6 +4,10 @@ import FerrySystem
 /// Writes a complete reply message to the kernel from any thread.
 public typealias DeferredReplySink = @Sendable ([UInt8]) -> Void
 
+/// Writes one notification message to the kernel; returns 0 or the errno (ENOENT: the kernel
+/// no longer has the node, which is not a failure).
+public typealias NotificationSink = (ByteView) -> Int32
+
 /// Per-thread state of one request worker: its credentials and reply buffer. Created by the
 /// transport on the thread that uses it and never shared.
 public final class Worker {
@@ -13,15 +17,26 @@ public final class Worker {
     public let replyBuffer: MessageBuffer
     /// Where replies completed later (by a lock waiter) are written.
     public let deferredReplies: DeferredReplySink
+    /// Where notifications sent during a request (before its reply) are written.
+    let notifications: NotificationSink
+    /// Where those notifications are encoded.
+    private let notificationBuffer = MessageBuffer(capacity: FUSENotification.maxSize)
 
     /// Creates the state for the calling thread; gives the thread its own umask.
-    public init(options: EngineOptions, switchCredentials: Bool, deferredReplies: @escaping DeferredReplySink) {
+    public init(options: EngineOptions, switchCredentials: Bool, deferredReplies: @escaping DeferredReplySink,
+                notifications: @escaping NotificationSink) {
         self.deferredReplies = deferredReplies
+        self.notifications = notifications
         credentials = ThreadCredentials(switching: switchCredentials)
         replyBuffer = MessageBuffer(capacity: options.replyBufferSize)
         // Its own umask, so each create applies its caller's umask (DONT_MASK) and nothing else.
         try? ThreadCredentials.unshareFilesystemContext()
         credentials.setUmask(0)
+    }
+
+    /// Encodes and writes `notification` on this worker's channel; returns 0 or the errno.
+    func sendNotification(_ notification: FUSENotification) -> Int32 {
+        notifications(notification.encode(into: notificationBuffer))
     }
 }
 

@@ -7,7 +7,8 @@ extension PassthroughFS {
     /// The flags to reopen a file with: the kernel's flags without the ones that only made
     /// sense for the name lookup, adjusted for the writeback cache.
     func hostOpenFlags(_ flags: UInt32) -> Int32 {
-        var flags = Int32(bitPattern: flags) & ~(HostFlags.oCreat | HostFlags.oExcl | HostFlags.oNoCTTY | HostFlags.oNoFollow)
+        var flags = Int32(bitPattern: flags)
+            & ~(HostFlags.oCreat | HostFlags.oExcl | HostFlags.oNoCTTY | HostFlags.oNoFollow | PassthroughFS.execOpenFlag)
         if options.writebackCache {
             // The kernel reads pages of write-only files to fill partial pages, and appends itself.
             if flags & HostFlags.oAccessMode == HostFlags.oWrOnly {
@@ -24,15 +25,35 @@ extension PassthroughFS {
         }
     }
 
+    /// The kernel's mark on the open that execve(2) makes (__FMODE_EXEC in `f_flags`).
+    static let execOpenFlag: Int32 = 0x20
+
     /// OPEN: returns the file handle.
     public func open(_ ctx: ThreadCredentials, nodeID: UInt64, flags: UInt32) throws(Errno) -> UInt64 {
         let hostFlags = hostOpenFlags(flags)
         try checkOpenAllowed(hostFlags)
+        let exec = Int32(bitPattern: flags) & PassthroughFS.execOpenFlag != 0
+            && hostFlags & (HostFlags.oAccessMode | HostFlags.oTrunc) == HostFlags.oRdOnly
         return try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
             guard !inode.isSymlink else { throw Errno.loop }
-            let file = try Host.reopen(fd, flags: hostFlags)
+            let file: Int32
+            do throws(Errno) {
+                file = try Host.reopen(fd, flags: hostFlags)
+            } catch .access where exec && inode.type == .regular {
+                file = try openToExecute(ctx, fd, flags: hostFlags)
+            }
             return openFiles.insert(fd: file, nodeID: nodeID)
         }
+    }
+
+    /// The open behind an execve(2) of a file the caller may execute but not read (mode 0711):
+    /// the host lets such a caller run it, but a read-only open as the caller fails. Only after
+    /// the host confirms the caller's execute permission (its own credentials, the mount's
+    /// noexec included) is the file opened read-only with Ferry's rights, for the kernel's exec
+    /// to load it; the kernel reads such a file only to run it.
+    private func openToExecute(_ ctx: ThreadCredentials, _ fd: Int32, flags: Int32) throws(Errno) -> Int32 {
+        do throws(Errno) { try Host.access(fd, mask: X_OK) } catch { throw Errno.access }
+        return try ctx.asRoot { () throws(Errno) in try Host.reopen(fd, flags: flags) }
     }
 
     /// CREATE: creates and opens `name`; returns the entry and the file handle.

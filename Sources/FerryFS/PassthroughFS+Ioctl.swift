@@ -14,6 +14,14 @@ extension PassthroughFS {
         case fsSetXattr = 0x401c_5820    // FS_IOC_FSSETXATTR
     }
 
+    /// Whether a successful `command` changes the inode (its flags and ctime) on the host.
+    public static func ioctlChangesInode(_ command: UInt32) -> Bool {
+        switch SafeIoctl(rawValue: command) {
+        case .setFlags?, .setFlags32?, .fsSetXattr?: return true
+        default: return false
+        }
+    }
+
     /// IOCTL on open file `fh`; returns the bytes to copy back to the caller (`outSize` at most).
     public func ioctl(fh: UInt64, command: UInt32, input: [UInt8], outSize: UInt32) throws(Errno) -> [UInt8] {
         guard let safe = SafeIoctl(rawValue: command) else { throw Errno.notTTY }

@@ -97,10 +97,10 @@ public final class DevFuseServer: Sendable {
     }
 
     private func serve(fd: Int32) {
-        let worker = engine.makeWorker { [logger] bytes in
+        let worker = engine.makeWorker(deferredReplies: { [logger] bytes in
             let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
-        }
+        }, notifications: { message in DevFuseDevice.send(fd, message) })
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {
             switch DevFuseDevice.read(fd, into: buffer) {
