@@ -25,6 +25,8 @@ public final class FUSEEngine: Sendable {
     public let switchCredentials: Bool
     /// Nodes the kernel was told have set-id bits (see `nodesWithHiddenChanges`).
     let setIDReports = SetIDReports()
+    /// Closes in flight, which lock requests queued after them must not overtake.
+    let closeOrdering = CloseOrdering()
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
@@ -58,6 +60,14 @@ public final class FUSEEngine: Sendable {
                notifications: notifications)
     }
 
+    /// Tells the engine that a request was read from the kernel. Transports call it for every
+    /// request in the order they read them, before reading the next one (one reader at a time),
+    /// and hand the request to `handle` afterwards.
+    public func arrived(_ bytes: ByteView) {
+        guard let header = try? RequestDecoder.header(bytes) else { return }
+        closeOrdering.arrived(header)
+    }
+
     /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.
     public func handle(_ bytes: ByteView, worker: Worker) -> EngineResult {
         let header: InHeader
@@ -66,6 +76,10 @@ public final class FUSEEngine: Sendable {
         } catch {
             logger.error("dropping undecodable request (\(bytes.count) bytes): \(error)")
             return .noReply
+        }
+        defer { closeOrdering.finished(header) }
+        if CloseOrdering.isLock(header.opcode) {
+            closeOrdering.waitForEarlierCloses(nodeID: header.nodeID, unique: header.unique)
         }
         var writer = WireWriter(worker.replyBuffer, offset: ReplyFraming.bodyOffset)
         let request: Request

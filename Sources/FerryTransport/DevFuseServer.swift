@@ -17,6 +17,8 @@ public final class DevFuseServer: Sendable {
     /// Set when readers must leave even though the kernel still has the connection open.
     private let abandoning = Atomic<Bool>(false)
     private let readers = Mutex<[HostThread]>([])
+    /// Held by the reader that is reading (see `readAndAnnounce`).
+    private let readTurn = Mutex<Void>(())
 
     public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, logger: Logger) {
         self.engine = engine
@@ -103,7 +105,7 @@ public final class DevFuseServer: Sendable {
         }, notifications: { message in DevFuseDevice.send(fd, message) })
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {
-            switch DevFuseDevice.read(fd, into: buffer) {
+            switch readAndAnnounce(fd, into: buffer) {
             case .retry:
                 if abandoning.load(ordering: .relaxed) { return }
             case .closed: return
@@ -112,6 +114,18 @@ public final class DevFuseServer: Sendable {
                     if !DevFuseDevice.write(fd, bytes) { return }
                 }
             }
+        }
+    }
+
+    /// Reads one request and announces it to the engine, one reader at a time: the kernel hands
+    /// requests out in the order it numbered them, so the engine learns of them in that order
+    /// (lock requests must not overtake earlier closes; see `FUSEEngine.arrived`).
+    private func readAndAnnounce(_ fd: Int32, into buffer: MessageBuffer) -> DevFuseDevice.ReadResult {
+        readTurn.withLock { _ in
+            if abandoning.load(ordering: .relaxed) { return .retry }
+            let result = DevFuseDevice.read(fd, into: buffer)
+            if case let .request(n) = result { engine.arrived(buffer.view(count: n)) }
+            return result
         }
     }
 }

@@ -44,6 +44,7 @@ final class LockTests: XCTestCase {
     func testBlockingWaiterWakesWithin50ms() throws { try check("blocking_waiter_wakes_fast") }
     func testInterruptedOrKilledWaiterLeavesNoLock() throws { try check("interrupted_waiter_leaves_no_lock") }
     func testCloseAndExitReleaseLocks() throws { try check("close_and_exit_release_locks") }
+    func testReleaseIsSeenAtOnceThroughTheSameMount() throws { try check("release_is_seen_at_once") }
     func testDeadlockIsDetected() throws { try check("deadlock_is_detected") }
     func testFiveHundredWaitersDoNotBlockIO() throws { try check("many_waiters_do_not_block_io") }
 

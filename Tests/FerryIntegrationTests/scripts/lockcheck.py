@@ -263,17 +263,27 @@ def interrupted_waiter_leaves_no_lock():
 
 
 def released_soon(holder, command, wanted, message, limit=1.0):
-    """Locks that end with RELEASE: the kernel sends it after close() (or exit) has returned, so
-    the lock may still be seen for a moment; `command` must answer `wanted` within `limit`."""
+    """Locks that end with RELEASE through *another* mount: the kernel sends RELEASE after close()
+    (or exit) has returned, and that mount's server may not have handled it when the next
+    request reaches this one (protocol/locks.md); `command` must answer `wanted` within `limit`."""
     deadline = time.monotonic() + limit
     while (result := holder.run(command)) != wanted:
         expect(time.monotonic() < deadline, f"{message} (still {result!r} after {limit:.0f} s)")
         time.sleep(0.005)
 
 
+OFD_GETLK = 36
+
+
+def ofd_getlk_type(fd):
+    """The type F_OFD_GETLK reports for a whole-file write lock (F_UNLCK: nothing in the way)."""
+    return struct.unpack("hhqqi4x", fcntl.fcntl(fd, OFD_GETLK, flock_struct(WR)))[0]
+
+
 def close_and_exit_release_locks():
     name = fresh_file("lock-release")
     h = Holder(path("A", name))
+    same = Holder(path("A", name))
     other = Holder(path("B", name))
     h.run("lambda fd: setlk(fd, WR)")
     expect(other.run("lambda fd: try_setlk(fd, WR)") == ("ok", "EAGAIN"), "not held")
@@ -282,17 +292,89 @@ def close_and_exit_release_locks():
     expect(other.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "close of another fd kept the lock")
     other.run("lambda fd: setlk(fd, UN)")
     # The client's own OFD lock ends with the last close of its open file (no unlock sent).
-    h.run(f"lambda fd: (lambda d: (fcntl.fcntl(d, fcntl.F_OFD_SETLK, flock_struct(WR)), os.close(d)))"
-          f"(os.open({path('A', name)!r}, os.O_RDWR))")
+    # Through the same mount the next request sees it gone at once, as on the host.
+    take_ofd_and_close = (f"lambda fd: (lambda d: (fcntl.fcntl(d, fcntl.F_OFD_SETLK, flock_struct(WR)), os.close(d)))"
+                          f"(os.open({path('A', name)!r}, os.O_RDWR))")
+    h.run(take_ofd_and_close)
+    expect(same.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "an OFD lock outlived its open file")
+    same.run("lambda fd: setlk(fd, UN)")
+    # Through another mount, after that mount's server has handled the RELEASE.
+    h.run(take_ofd_and_close)
     released_soon(other, "lambda fd: try_setlk(fd, WR)", ("ok", "ok"), "an OFD lock outlived its open file")
     other.run("lambda fd: setlk(fd, UN)")
     # Exit drops everything: POSIX locks and flock.
     h.run("lambda fd: setlk(fd, WR)")
     h.run("lambda fd: fcntl.flock(os.open(" + repr(path("A", name)) + ", os.O_RDONLY), fcntl.LOCK_EX)")
     h.close()
-    expect(other.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "exit kept the POSIX lock")
+    expect(same.run("lambda fd: try_setlk(fd, WR)") == ("ok", "ok"), "exit kept the POSIX lock")
+    expect(same.run("lambda fd: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)") == ("ok", None), "exit kept the flock")
+    same.run("lambda fd: (setlk(fd, UN), fcntl.flock(fd, fcntl.LOCK_UN))")
     released_soon(other, "lambda fd: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", ("ok", None), "exit kept the flock")
+    same.close()
     other.close()
+
+
+def keep_busy(side, count, seconds=60):
+    """Starts `count` processes that stat and open files through `side` for up to `seconds`:
+    they keep a server's reader threads busy and the CPUs contended, as on a loaded machine."""
+    pids = []
+    for i in range(count):
+        target = path(side, fresh_file(f"busy-{i}"))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    os.stat(target)
+                    os.close(os.open(target, os.O_RDONLY))
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    return pids
+
+
+def stop_all(pids):
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def release_is_seen_at_once():
+    """A process takes an OFD lock or a flock, closes its last descriptor and tells another
+    process on the same mount, which must not see the lock any more (F_OFD_GETLK, F_GETLK,
+    F_SETLK, flock), without retrying, 200 times each while other requests keep the server busy:
+    the RELEASE the kernel queued before the close returned is handled before the later lock
+    request, however many reader threads (a reader can be preempted between taking RELEASE and
+    handling it)."""
+    name = fresh_file("lock-release-order")
+    h = Holder(path("A", name))
+    other = Holder(path("A", name))
+    p = repr(path("A", name))
+    takes = {
+        "OFD lock": f"lambda fd: (lambda d: (fcntl.fcntl(d, fcntl.F_OFD_SETLK, flock_struct(WR)), os.close(d)))(os.open({p}, os.O_RDWR))",
+        "flock": f"lambda fd: (lambda d: (fcntl.flock(d, fcntl.LOCK_EX), os.close(d)))(os.open({p}, os.O_RDONLY))",
+    }
+    probes = {
+        "F_OFD_GETLK": ("lambda fd: ofd_getlk_type(fd)", ("ok", UN)),
+        "F_GETLK": ("lambda fd: getlk(fd, WR)[0]", ("ok", UN)),
+        "F_SETLK": ("lambda fd: (try_setlk(fd, WR), setlk(fd, UN))[0]", ("ok", "ok")),
+        "flock": ("lambda fd: (fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), fcntl.flock(fd, fcntl.LOCK_UN))[0]",
+                  ("ok", None)),
+    }
+    busy = keep_busy("A", 4)
+    try:
+        for lock, take in takes.items():
+            for probe, (command, wanted) in probes.items():
+                if (lock == "flock") != (probe == "flock"):
+                    continue   # flocks and record locks do not conflict with each other
+                for i in range(200):
+                    h.run(take)
+                    result = other.run(command)
+                    expect(result == wanted, f"{probe} after the holder closed its {lock}: {result!r} (round {i})")
+    finally:
+        stop_all(busy)
+        h.close()
+        other.close()
 
 
 def deadlock_is_detected():
@@ -356,7 +438,7 @@ def many_waiters_do_not_block_io():
 
 CHECKS = {f.__name__: f for f in [conflicts, getlk_reports_the_holder, byte_ranges_and_splitting,
                                   flock_shared_exclusive, blocking_waiter_wakes_fast,
-                                  interrupted_waiter_leaves_no_lock, close_and_exit_release_locks,
+                                  interrupted_waiter_leaves_no_lock, close_and_exit_release_locks, release_is_seen_at_once,
                                   deadlock_is_detected, many_waiters_do_not_block_io]}
 
 try:

@@ -1,0 +1,40 @@
+import Glibc
+
+/// A value behind a pthread mutex with a condition variable: threads wait until the value
+/// satisfies a predicate, and changes wake them. For waits measured in microseconds between
+/// request threads (Swift's `Mutex` has no condition variable).
+public final class HostCondition<Value>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var value: Value
+
+    public init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    /// Changes the value under the lock and wakes every waiter.
+    public func update<R>(_ body: (inout Value) -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer {
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(mutex)
+        }
+        return body(&value)
+    }
+
+    /// Blocks until `ready` holds for the value.
+    public func wait(until ready: (Value) -> Bool) {
+        pthread_mutex_lock(mutex)
+        while !ready(value) { pthread_cond_wait(condition, mutex) }
+        pthread_mutex_unlock(mutex)
+    }
+}
