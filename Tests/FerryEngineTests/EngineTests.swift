@@ -73,6 +73,41 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(found.body.count, FUSEABI.entryOutSize)
     }
 
+    /// STATX passes the host's stx_attributes, their mask and the birth time through (Linux 6.18's
+    /// client then keeps only the birth time; protocol/side-effects.md).
+    func testStatxCarriesHostAttributesMaskAndBirthTime() throws {
+        let path = source + "/append-only"
+        _ = FileManager.default.createFile(atPath: path, contents: Data("x".utf8))
+        let chattr = Process()
+        chattr.executableURL = URL(fileURLWithPath: "/usr/bin/chattr")
+        chattr.arguments = ["+a", path]
+        try chattr.run(); chattr.waitUntilExit()
+        defer {
+            let undo = Process()
+            undo.executableURL = URL(fileURLWithPath: "/usr/bin/chattr")
+            undo.arguments = ["-a", path]
+            try? undo.run(); undo.waitUntilExit()
+        }
+        XCTAssertEqual(chattr.terminationStatus, 0, "chattr +a needs a file system with inode flags")
+        let host = try Host.statx(HostFlags.atFDCWD, CName(path), flags: 0, mask: 0xfff)
+        let entry = lookup("append-only")
+        XCTAssertEqual(entry.error, 0)
+        let node = entry.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self) }
+        var m = Message()
+        m.u32(0); m.u32(0); m.u64(0); m.u32(0); m.u32(0xfff)   // fuse_statx_in: basic stats + btime
+        let reply = send(m.request(52, unique: 11, node: node))
+        XCTAssertEqual(reply.error, 0)
+        func u64(_ offset: Int) -> UInt64 { reply.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) } }
+        func i64(_ offset: Int) -> Int64 { reply.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int64.self) } }
+        let mask = reply.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 32, as: UInt32.self) }
+        let statxAttrAppend: UInt64 = 0x20
+        XCTAssertNotEqual(u64(32 + 8) & statxAttrAppend, 0, "stx_attributes lacks STATX_ATTR_APPEND")
+        XCTAssertEqual(u64(32 + 8), host.stx_attributes)
+        XCTAssertEqual(u64(32 + 56), host.stx_attributes_mask)
+        XCTAssertNotEqual(mask & 0x800, 0, "STATX_BTIME missing from the mask")
+        XCTAssertEqual(i64(32 + 80), host.stx_btime.tv_sec)
+    }
+
     func testUnknownOpcodeIsEnosys() {
         XCTAssertEqual(send(Message().request(200, unique: 5, node: 1)).error, -ENOSYS)
         XCTAssertEqual(send(Message().request(37, unique: 5, node: 1)).error, -ENOSYS)  // BMAP

@@ -32,6 +32,10 @@ final class ConformanceTests: XCTestCase {
         for arguments in configurations { try check("inode_flag_ioctls_move_ctime", arguments) }
     }
 
+    func testBirthTimeAndInodeFlagsAreTheHosts() throws {
+        try check("birth_time_and_inode_flags", [])
+    }
+
     func testExecuteOnlyProgramsRunButStayUnreadable() throws {
         try check("execute_only_files", [])
         try check("execute_only_files", ["--cache", "always"])

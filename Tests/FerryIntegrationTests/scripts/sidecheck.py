@@ -135,7 +135,20 @@ def execute_only_files():
     expect(status != 0 and "Permission denied" in out, f"a read of a 0711 file by another user: {status} {out}")
 
 
-CHECKS = {f.__name__: f for f in [setid_bits_cleared, inode_flag_ioctls_move_ctime, execute_only_files]}
+def birth_time_and_inode_flags():
+    """statx's birth time and lsattr's inode flags through the mount are the host's."""
+    path = os.path.join(MOUNT, "born")
+    open(path, "w").close()
+    host = os.path.join(SOURCE, "born")
+    birth = lambda p: subprocess.run(["stat", "-c", "%W", p], stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    expect(birth(path) == birth(host) != "0", f"birth time: mount {birth(path)}, host {birth(host)}")
+    subprocess.run(["chattr", "+d", host], check=True)
+    flags = lambda p: subprocess.run(["lsattr", "-d", p], stdout=subprocess.PIPE, text=True, check=True).stdout.split()[0]
+    expect(flags(path) == flags(host), f"inode flags: mount {flags(path)}, host {flags(host)}")
+
+
+CHECKS = {f.__name__: f for f in [setid_bits_cleared, inode_flag_ioctls_move_ctime, execute_only_files,
+                                  birth_time_and_inode_flags]}
 
 try:
     CHECKS[CHECK]()
