@@ -90,9 +90,9 @@ class FuseServer:
 class Ferry(FuseServer):
     name = "ferry"
 
-    def __init__(self, source, mountpoint, binary, extra):
+    def __init__(self, source, mountpoint, binary, extra, name="ferry"):
         super().__init__(source, mountpoint)
-        self.binary, self.extra = binary, extra
+        self.binary, self.extra, self.name = binary, extra, name
 
     def command(self):
         return [self.binary, "serve", self.source, self.path] + self.extra
@@ -262,6 +262,8 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "results", time.strftime("%Y-%m-%d-%H%M")))
     ap.add_argument("--ferry", default=os.path.join(ROOT, ".build/release/ferry"))
     ap.add_argument("--ferry-arg", action="append", default=[], help="extra argument for ferry serve")
+    ap.add_argument("--baseline", help="another ferry binary (e.g. built from the previous commit), measured as "
+                                       "'ferry-baseline' in the same run: before and after")
     ap.add_argument("--only", default="data,meta-disk,meta-tmpfs")
     ap.add_argument("--quick", action="store_true", help="256m, 2 s jobs, 2000 files, 1 round")
     a = ap.parse_args()
@@ -280,16 +282,20 @@ def main():
     if not is_mounted(tmpfs):
         sh(["mount", "-t", "tmpfs", "-o", "size=4g", "ferry-bench", tmpfs])
 
+    kinds = [("native", Native, ()), ("ferry", Ferry, (a.ferry, a.ferry_arg))]
+    if a.baseline:
+        kinds.append(("ferry-baseline", Ferry, (a.baseline, a.ferry_arg, "ferry-baseline")))
+    kinds.append(("passthrough_ll", PassthroughLL, (ll,)))
+
     def contenders(base):
         made = []
-        for cls, args in ((Native, ()), (Ferry, (a.ferry, a.ferry_arg)), (PassthroughLL, (ll,))):
-            name = cls.name
+        for name, cls, args in kinds:
             src = os.path.join(base, name + "-src")
             os.makedirs(src, exist_ok=True)
             made.append(cls(src, *args) if cls is Native else cls(src, os.path.join(a.work, name + "-mnt"), *args))
         return made
 
-    order = ["native", "ferry", "passthrough_ll"]
+    order = [name for name, _, _ in kinds]
     rounds = []
     for rnd in range(a.rounds):
         results = {}
@@ -322,6 +328,7 @@ def main():
           f"(batches of {a.batch}), untar/ls -lR/rm -rf of /usr/include.",
           "Ratios: >1 is faster than native (throughput ratio, or native time / contender time).",
           f"Ferry arguments: {' '.join(a.ferry_arg) or '(defaults)'}; passthrough_ll: cache auto (its default), xattr on (as Ferry).",
+          f"ferry-baseline: {a.baseline} (same arguments)." if a.baseline else "",
           "",
           "Repeat: `sudo python3 benchmarks/bench.py` (after `swift build -c release`).",
           table(medians, order)]
