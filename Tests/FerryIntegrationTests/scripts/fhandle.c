@@ -4,7 +4,7 @@
 //   fhandle open MOUNTDIR TYPE HEX     open_by_handle_at with a descriptor of MOUNTDIR as mount_fd;
 //                                      prints "ok INO" (st_ino of what it opened), or for a
 //                                      directory "ok INO PARENT_INO" (its ".." opened from it), or
-//                                      "error ENAME"
+//                                      "error ENAME (call)"
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -17,8 +17,7 @@
 #define MAX_HANDLE 128
 
 static int fail(const char *what) {
-    printf("error %s\n", strerrorname_np(errno) ? strerrorname_np(errno) : "unknown");
-    fprintf(stderr, "%s: %s\n", what, strerror(errno));
+    printf("error %s (%s)\n", strerrorname_np(errno) ? strerrorname_np(errno) : "unknown", what);
     return 1;
 }
 
