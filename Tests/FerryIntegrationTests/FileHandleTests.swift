@@ -93,7 +93,7 @@ final class FileHandleTests: XCTestCase {
         for (side, root) in sides.both {
             try write(root + "/file")
             try FileManager.default.createDirectory(atPath: root + "/dir/sub", withIntermediateDirectories: true)
-            for path in ["/file", "/dir", "/dir/sub"] {
+            for path in ["", "/file", "/dir", "/dir/sub"] {   // "": the root itself (node 1 on the mount)
                 cases.append((side, root, try handle(root + path), root + path))
             }
         }
