@@ -12,6 +12,7 @@
 #include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/eventfd.h>
+#include <linux/openat2.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
@@ -63,6 +64,11 @@ int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char 
 
 int ferry_openat(int dirfd, const char *path, int flags, mode_t mode) {
     return openat(dirfd, path, flags, mode);
+}
+
+int ferry_openat2(int dirfd, const char *path, int flags, uint64_t resolve) {
+    struct open_how how = { .flags = (uint64_t)flags, .mode = 0, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
 int ferry_gettid(void) { return (int)syscall(SYS_gettid); }

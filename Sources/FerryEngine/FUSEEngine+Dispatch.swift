@@ -172,7 +172,7 @@ extension FUSEEngine {
     /// A LOOKUP-style reply for `e` with the configured timeouts.
     func entry(_ e: Entry) -> EntryOut {
         let timeout = options.cache.timeout
-        return EntryOut(nodeID: e.nodeID, generation: 0, entryTimeout: timeout, attrTimeout: timeout,
+        return EntryOut(nodeID: e.nodeID, generation: e.generation, entryTimeout: timeout, attrTimeout: timeout,
                         attributes: attributes(of: e.nodeID, e.stat))
     }
 

@@ -27,6 +27,7 @@ enum Negotiation {
         .handleKillprivV2,   // SUID/SGID clearing done by the host, which runs as the caller
         .initExt,            // the second flags word
         .directIOAllowMmap,  // mmap keeps working with --cache never
+        .exportSupport,      // file handles of the mount: LOOKUP of "." and ".." (PassthroughFS+Export)
     ]
 
     /// The flags to ask for under `options`, limited to what the kernel offers.

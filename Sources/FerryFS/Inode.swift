@@ -25,14 +25,19 @@ public final class Inode: Sendable {
 
     /// The FUSE node id.
     public let nodeID: UInt64
+    /// The FUSE generation sent with the node id: 0 for the root and for ids derived from host
+    /// file handles (the id itself carries the host's generation), a per-start random value for
+    /// ids counted out by this run, so that a file handle from an earlier run is stale.
+    public let generation: UInt64
     /// The host identity.
     public let key: InodeKey
     /// File type bits from the first lookup (a host inode never changes type).
     public let type: FileType?
     let location: Location
 
-    init(nodeID: UInt64, key: InodeKey, type: FileType?, location: Location) {
-        self.nodeID = nodeID; self.key = key; self.type = type; self.location = location
+    init(nodeID: UInt64, generation: UInt64, key: InodeKey, type: FileType?, location: Location) {
+        self.nodeID = nodeID; self.generation = generation; self.key = key; self.type = type
+        self.location = location
     }
 
     /// Whether a file with this inode's key and file handle `handle` is this very file. An

@@ -23,11 +23,18 @@ extension InodeStoreObserver {
 /// The node ids the kernel holds, with their lookup counts.
 ///
 /// LOOKUP-like replies add one reference, FORGET and BATCH_FORGET drop them, and at zero the
-/// node is gone. Node ids are never reused. Node 1 is the shared root and is never forgotten.
+/// node is gone. Node 1 is the shared root and is never forgotten.
 ///
-/// The table is split into 64 shards, each with its own lock, so request threads rarely meet:
-/// a node lives in the shard its key hashes to, and its id carries that shard in the low 6
-/// bits, so lookups by key and by id both find it there.
+/// Node ids: a file on the root's own mount whose file handle fits `PersistentNodeIDs` gets
+/// the id derived from that handle (generation 0), the same id in every run, so file handles
+/// of the mount outlive the kernel's cache, remounts and restarts. Every other file (another
+/// file system below SOURCE, a handle that does not fit, `--inode-file-handles never`, or a
+/// derived id already taken by another node) gets an id counted out by this run, never reused
+/// within it, with `allocatedGeneration`, random per start.
+///
+/// Two sharded tables, each shard behind its own lock, so request threads rarely meet:
+/// node id → node (sharded by a hash of the id) and host inode → node id (sharded by the key).
+/// A key shard is always locked before a node shard.
 public final class InodeStore: Sendable {
     private struct Entry {
         let inode: Inode
@@ -36,18 +43,31 @@ public final class InodeStore: Sendable {
         var indexedHandle: IndexedHandle? = nil
     }
 
-    private struct Shard {
-        var byID: [UInt64: Entry] = [:]
-        var byKey: [InodeKey: UInt64] = [:]
-        var nextSequence: UInt64 = 1
+    private struct NodeShard {
+        var entries: [UInt64: Entry] = [:]
+        /// Derived ids of non-directories this run handed out (bounded; see `wasHandedOut`).
+        var handedOut: Set<UInt64> = []
+
+        /// Remembers that derived id `nodeID` was handed out, dropping an arbitrary older one
+        /// when full.
+        mutating func recordHandedOut(_ nodeID: UInt64) {
+            if handedOut.count >= InodeStore.handedOutPerShard, !handedOut.contains(nodeID) {
+                handedOut.remove(at: handedOut.startIndex)
+            }
+            handedOut.insert(nodeID)
+        }
     }
 
     /// The root's node id, fixed by the FUSE protocol.
     public static let rootID: UInt64 = 1
-    private static let shardBits = 6
-    private static let shardCount = 1 << shardBits
+    private static let shardCount = 64
+    /// How many handed-out ids each node shard remembers (1,048,576 in all).
+    private static let handedOutPerShard = 16_384
 
-    private let shards: [Locked<Shard>]
+    private let nodeShards: [Locked<NodeShard>]
+    private let keyShards: [Locked<[InodeKey: UInt64]>]
+    /// The next id to count out (ids 0 and 1 are never counted out).
+    private let nextAllocated = Atomic<UInt64>(2)
     private let mountFDs = Mutex<[UInt64: OwnedFD]>([:])
     private let rootMount: (id: UInt64, fd: OwnedFD)
     private let mode: InodeFileHandles
@@ -60,6 +80,11 @@ public final class InodeStore: Sendable {
     private let otherDevices = Mutex<Set<UInt64>>([])
     /// The shared root.
     public let root: Inode
+    /// How node ids derive from host file handles; nil when they cannot (no file handles, or
+    /// the root's handle does not fit a node id): then every id is counted out.
+    public let persistentIDs: PersistentNodeIDs?
+    /// The FUSE generation of ids counted out by this run: random, never 0.
+    public let allocatedGeneration = UInt64(UInt32.random(in: 1...UInt32.max))
 
     /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
     /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).
@@ -69,29 +94,32 @@ public final class InodeStore: Sendable {
         self.mode = mode
         handles = indexHandles ? HandleIndex() : nil
         let key = InodeStore.key(of: rootStat)
-        root = Inode(nodeID: InodeStore.rootID, key: key, type: .directory, location: .descriptor(rootFD))
+        root = Inode(nodeID: InodeStore.rootID, generation: 0, key: key, type: .directory, location: .descriptor(rootFD))
         if mode == .mandatory {
             _ = try FileHandle.of(rootFD.rawValue)   // fail at start-up, not on the first lookup
         }
+        let rootHandle = try? FileHandle.of(rootFD.rawValue).handle
+        persistentIDs = mode == .never ? nil : rootHandle.flatMap { PersistentNodeIDs(rootHandle: $0) }
         rootMount = (key.mountID, rootDirectory)
-        shards = (0..<InodeStore.shardCount).map { _ in Locked(Shard()) }
+        nodeShards = (0..<InodeStore.shardCount).map { _ in Locked(NodeShard()) }
+        keyShards = (0..<InodeStore.shardCount).map { _ in Locked([:]) }
         let root = self.root
-        let rootHandle = indexHandles ? (try? FileHandle.of(rootFD.rawValue).handle).map {
-            IndexedHandle(device: key.device, handle: $0)
-        } : nil
-        if let rootHandle { handles?.insert(rootHandle, nodeID: InodeStore.rootID) }
-        shard(of: key).withLock {
-            $0.byID[InodeStore.rootID] = Entry(inode: root, lookups: 1, indexedHandle: rootHandle)
-            $0.byKey[key] = InodeStore.rootID
+        let rootIndexed = indexHandles ? rootHandle.map { IndexedHandle(device: key.device, handle: $0) } : nil
+        if let rootIndexed { handles?.insert(rootIndexed, nodeID: InodeStore.rootID) }
+        nodeShard(InodeStore.rootID).withLock {
+            $0.entries[InodeStore.rootID] = Entry(inode: root, lookups: 1, indexedHandle: rootIndexed)
         }
+        keyShard(key).withLock { $0[key] = InodeStore.rootID }
     }
 
-    private func shard(of key: InodeKey) -> Locked<Shard> {
-        shards[key.hashValue & (InodeStore.shardCount - 1)]
+    private func keyShard(_ key: InodeKey) -> Locked<[InodeKey: UInt64]> {
+        keyShards[key.hashValue & (InodeStore.shardCount - 1)]
     }
 
-    private func shard(ofID nodeID: UInt64) -> Locked<Shard> {
-        shards[Int(nodeID & UInt64(InodeStore.shardCount - 1))]
+    /// Derived ids put the host's inode number in the low or the high half, so the id is mixed
+    /// (Fibonacci hashing) and its top bits pick the shard.
+    private func nodeShard(_ nodeID: UInt64) -> Locked<NodeShard> {
+        nodeShards[Int((nodeID &* 0x9E37_79B9_7F4A_7C15) >> 58)]
     }
 
     /// The host identity of a statx result.
@@ -103,12 +131,12 @@ public final class InodeStore: Sendable {
     /// The inode for `nodeID`; ESTALE when the kernel names a node it has forgotten.
     public func get(_ nodeID: UInt64) throws(Errno) -> Inode {
         if nodeID == InodeStore.rootID { return root }
-        guard let inode = shard(ofID: nodeID).withLock({ $0.byID[nodeID]?.inode }) else { throw Errno.stale }
+        guard let inode = nodeShard(nodeID).withLock({ $0.entries[nodeID]?.inode }) else { throw Errno.stale }
         return inode
     }
 
     /// Number of nodes the kernel holds (root included).
-    public var count: Int { shards.reduce(0) { total, shard in total + shard.withLock { $0.byID.count } } }
+    public var count: Int { nodeShards.reduce(0) { total, shard in total + shard.withLock { $0.entries.count } } }
 
     /// The node the kernel holds for file handle `handle` on file system `device`; nil without
     /// `indexHandles`.
@@ -118,12 +146,41 @@ public final class InodeStore: Sendable {
 
     /// The node the kernel holds for the host inode `key`, if any.
     public func nodeID(for key: InodeKey) -> UInt64? {
-        shard(of: key).withLock { $0.byKey[key] }
+        keyShard(key).withLock { $0[key] }
     }
 
     /// Every node the kernel holds (root included), e.g. to invalidate them all.
     public func heldNodeIDs() -> [UInt64] {
-        shards.flatMap { shard in shard.withLock { Array($0.byID.keys) } }
+        nodeShards.flatMap { shard in shard.withLock { Array($0.entries.keys) } }
+    }
+
+    /// The id derived from `handle` for a file on mount `mountID`, if it has one: only files
+    /// on the root's own mount do (handles are unique per file system, and a node id must name
+    /// one file wherever the kernel asks for it).
+    public func persistentID(of handle: FileHandle, mountID: UInt64) -> UInt64? {
+        guard mountID == rootMount.id else { return nil }
+        return persistentIDs?.nodeID(for: handle)
+    }
+
+    /// Opens the host file a derived node id names, through the root's mount, with `flags`
+    /// (typically O_PATH). Needs CAP_DAC_READ_SEARCH (run it as root). ESTALE when `nodeID`
+    /// is not a derived id or its file is gone. The file may lie anywhere on the file system:
+    /// the caller must check that it is inside the shared directory.
+    public func openDerived(_ nodeID: UInt64, flags: Int32) throws(Errno) -> Int32 {
+        guard let handle = persistentIDs?.handle(for: nodeID) else { throw Errno.stale }
+        do {
+            return try handle.open(mountFD: rootMount.fd.rawValue, flags: flags)
+        } catch .permission {
+            throw Errno.stale
+        } catch .invalid {
+            throw Errno.stale   // a handle the file system cannot even parse
+        }
+    }
+
+    /// Whether this run handed out derived id `nodeID` for a non-directory (in a reply, so the
+    /// file was inside the shared directory then). Remembers the last 1,048,576 or so.
+    public func wasHandedOut(_ nodeID: UInt64) -> Bool {
+        nodeShard(nodeID).withLock { $0.handedOut.contains(nodeID) }
     }
 
     /// Records one more kernel reference to the inode open as `fd` (any descriptor of it,
@@ -142,51 +199,64 @@ public final class InodeStore: Sendable {
         }
         if let known = reference(key, handle: handle) { return (known, false) }
         let location = try makeLocation(fd: fd, key: key, handle: handle)
-        let shardIndex = UInt64(key.hashValue & (InodeStore.shardCount - 1))
         let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle)).map {
             IndexedHandle(device: key.device, handle: $0)
         }
-        let (inode, isNew) = shard(of: key).withLock { s -> (Inode, Bool) in
-            if let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) {
-                if id != InodeStore.rootID {
-                    entry.lookups += 1
-                    s.byID[id] = entry
-                }
-                return (entry.inode, false)
+        let type = FileType(mode: UInt32(stat.stx_mode))
+        let derived = handle.flatMap { persistentID(of: $0, mountID: key.mountID) }
+        let (inode, isNew) = keyShard(key).withLock { keys -> (Inode, Bool) in
+            if let id = keys[key], let known = referenceHeld(id, if: { $0.isSameFile(as: handle) }) {
+                return (known, false)
             }
-            let id = s.nextSequence << UInt64(InodeStore.shardBits) | shardIndex
-            s.nextSequence += 1
-            let inode = Inode(nodeID: id, key: key, type: FileType(mode: UInt32(stat.stx_mode)), location: location)
-            s.byID[id] = Entry(inode: inode, lookups: 1, indexedHandle: indexed)
-            if let indexed { handles?.insert(indexed, nodeID: id) }
-            s.byKey[key] = id   // a stale node with this key stays reachable by id until forgotten
-            return (inode, true)
+            var candidate = derived
+            while true {
+                let id = candidate ?? nextAllocated.wrappingAdd(1, ordering: .relaxed).oldValue
+                let inode = Inode(nodeID: id, generation: candidate == nil ? allocatedGeneration : 0, key: key,
+                                  type: type, location: location)
+                let added = nodeShard(id).withLock { shard -> Bool in
+                    guard shard.entries[id] == nil else { return false }   // taken by another file
+                    shard.entries[id] = Entry(inode: inode, lookups: 1, indexedHandle: indexed)
+                    if candidate != nil && type != .directory { shard.recordHandedOut(id) }
+                    return true
+                }
+                if added {
+                    if let indexed { handles?.insert(indexed, nodeID: id) }
+                    keys[key] = id   // a stale node with this key stays reachable by id until forgotten
+                    return (inode, true)
+                }
+                candidate = nil
+            }
         }
         if isNew { announce(inode, fd: fd) }
         return (inode, isNew)
     }
 
-    /// Adds a reference to an inode already known (e.g. "." in a lookup).
-    public func reference(_ inode: Inode) {
-        guard inode.nodeID != InodeStore.rootID else { return }
-        shard(ofID: inode.nodeID).withLock { s in
-            guard inode.nodeID != InodeStore.rootID, var entry = s.byID[inode.nodeID] else { return }
-            entry.lookups += 1
-            s.byID[inode.nodeID] = entry
-        }
+    /// Adds a reference to an inode already known (e.g. "." in a lookup); false if the kernel
+    /// has forgotten it meanwhile (the root always stays).
+    @discardableResult
+    public func reference(_ inode: Inode) -> Bool {
+        guard inode.nodeID != InodeStore.rootID else { return true }
+        return referenceHeld(inode.nodeID, if: { $0 === inode }) != nil
     }
 
     /// Drops `count` references of `nodeID` (FORGET); the node goes away at zero.
     public func forget(_ nodeID: UInt64, count: UInt64) {
-        guard nodeID != InodeStore.rootID else { return }
-        let removed: Inode? = shard(ofID: nodeID).withLock { s in
-            guard var entry = s.byID[nodeID] else { return nil }
-            entry.lookups = entry.lookups > count ? entry.lookups - count : 0
-            if entry.lookups > 0 { s.byID[nodeID] = entry; return nil }
-            s.byID[nodeID] = nil
-            if s.byKey[entry.inode.key] == nodeID { s.byKey[entry.inode.key] = nil }
-            if let indexed = entry.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
-            return entry.inode
+        guard nodeID != InodeStore.rootID,
+              let key = nodeShard(nodeID).withLock({ $0.entries[nodeID]?.inode.key }) else { return }
+        // The key shard first (lock order), so no lookup of the same file can see the key
+        // still naming this node while it goes away.
+        let removed: Inode? = keyShard(key).withLock { keys in
+            let removed = nodeShard(nodeID).withLock { shard -> Entry? in
+                guard var entry = shard.entries[nodeID] else { return nil }
+                entry.lookups = entry.lookups > count ? entry.lookups - count : 0
+                if entry.lookups > 0 { shard.entries[nodeID] = entry; return nil }
+                shard.entries[nodeID] = nil
+                return entry
+            }
+            guard let removed else { return nil }
+            if keys[removed.inode.key] == nodeID { keys[removed.inode.key] = nil }
+            if let indexed = removed.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
+            return removed.inode
         }
         if let removed, removed.type == .directory {
             for observer in currentObservers { observer.forgotten(directory: nodeID) }
@@ -220,12 +290,19 @@ public final class InodeStore: Sendable {
         }
     }
 
+    /// One more reference to the node of `key`, if the store holds one for this very file.
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {
-        shard(of: key).withLock { s in
-            guard let id = s.byKey[key], var entry = s.byID[id], entry.inode.isSameFile(as: handle) else { return nil }
-            if id != InodeStore.rootID {
+        keyShard(key).withLock { keys in keys[key].flatMap { referenceHeld($0, if: { $0.isSameFile(as: handle) }) } }
+    }
+
+    /// One more reference to node `nodeID` if it is held and its inode passes `accept`; the
+    /// root's count stays 1.
+    private func referenceHeld(_ nodeID: UInt64, if accept: (Inode) -> Bool) -> Inode? {
+        nodeShard(nodeID).withLock { shard in
+            guard var entry = shard.entries[nodeID], accept(entry.inode) else { return nil }
+            if nodeID != InodeStore.rootID {
                 entry.lookups += 1
-                s.byID[id] = entry
+                shard.entries[nodeID] = entry
             }
             return entry.inode
         }

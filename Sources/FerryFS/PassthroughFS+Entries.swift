@@ -3,16 +3,14 @@ import Glibc
 
 /// Name operations: lookup, create, remove, rename, link.
 extension PassthroughFS {
-    /// LOOKUP: `name` in directory `parent`. "." is the directory itself and ".." of the root is
-    /// the root; ".." elsewhere is refused (the kernel resolves ".." itself and never sends it,
-    /// and following it on the host could leave the shared directory).
+    /// LOOKUP: `name` in directory `parent`. "." is the node itself and ".." its parent
+    /// directory (never above the shared root); the kernel sends them only to decode file
+    /// handles of the mount (PassthroughFS+Export.swift).
     public func lookup(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8]) throws(Errno) -> Entry {
-        try withNode(parent, ctx) { (dir, dirFD) throws(Errno) in
-            if name == [0x2e] || (name == [0x2e, 0x2e] && parent == InodeStore.rootID) {
-                inodes.reference(dir)
-                return Entry(nodeID: dir.nodeID, stat: try stat(fd: dirFD))
-            }
-            return try lookupChild(dirFD: dirFD, name: try validName(name))
+        if name == [0x2e] { return try lookupSelf(ctx, nodeID: parent) }
+        if name == [0x2e, 0x2e] { return try lookupParent(ctx, of: parent) }
+        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+            try lookupChild(dirFD: dirFD, name: try validName(name))
         }
     }
 

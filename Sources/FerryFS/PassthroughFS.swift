@@ -9,7 +9,13 @@ public typealias HostStat = ferry_statx
 /// A node handed to the kernel: its id and current attributes.
 public struct Entry: Sendable {
     public let nodeID: UInt64
+    /// The FUSE generation of the node (`Inode.generation`).
+    public let generation: UInt64
     public let stat: HostStat
+
+    init(_ inode: Inode, stat: HostStat) {
+        nodeID = inode.nodeID; generation = inode.generation; self.stat = stat
+    }
 }
 
 /// The passthrough of one host directory: every operation is an *at() call relative to an
@@ -28,6 +34,9 @@ public final class PassthroughFS: Sendable {
     public let options: FSOptions
     /// A real (not O_PATH) descriptor of the root, for syncfs and for watching the host.
     public let rootDirectory: OwnedFD
+    /// Proves that files reached by handle lie inside the shared directory.
+    let containment: Containment
+    let logger: Logger
 
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
@@ -35,6 +44,7 @@ public final class PassthroughFS: Sendable {
     /// Opens `source` (which must be a directory) as the shared root.
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
+        self.logger = logger
         self.locks = LockManager(logger: logger)
         let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
         let rootFD = OwnedFD(fd)
@@ -53,6 +63,7 @@ public final class PassthroughFS: Sendable {
         }
         inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: mode,
                                  indexHandles: options.indexHandles)
+        containment = Containment(root: inodes.root)
     }
 
     // MARK: Shared helpers
@@ -89,9 +100,9 @@ public final class PassthroughFS: Sendable {
         // registration would find no node and be dropped, leaving the reply's attributes stale:
         // answer with attributes taken after the registration (protocol/notify-ring.md).
         if isNew && options.indexHandles, let fresh = try? stat(fd: fd) {
-            return Entry(nodeID: inode.nodeID, stat: fresh)
+            return Entry(inode, stat: fresh)
         }
-        return Entry(nodeID: inode.nodeID, stat: first)
+        return Entry(inode, stat: first)
     }
 
     /// Runs `body` with the O_PATH descriptor of `nodeID`. A handle-based inode whose file was

@@ -31,6 +31,11 @@ public enum HostFlags {
     public static let statxMntID: UInt32 = 0x1000
 
     public static let renameNoReplace: UInt32 = 1, renameExchange: UInt32 = 2, renameWhiteout: UInt32 = 4
+
+    /// openat2 `resolve` bits: stay on one mount, follow no symlink (nor /proc magic link), never
+    /// leave the starting directory.
+    public static let resolveNoXdev: UInt64 = 0x01, resolveNoMagicLinks: UInt64 = 0x02
+    public static let resolveNoSymlinks: UInt64 = 0x04, resolveBeneath: UInt64 = 0x08
 }
 
 /// File type bits of `st_mode`.

@@ -16,6 +16,29 @@ public enum Host {
         try openat(HostFlags.atFDCWD, procSelfFD(fd), flags: flags & ~HostFlags.oNoFollow)
     }
 
+    /// openat2(2) with `resolve` restrictions (HostFlags.resolve*); always adds O_CLOEXEC.
+    public static func openat2(_ dir: Int32, _ name: CName, flags: Int32, resolve: UInt64) throws(Errno) -> Int32 {
+        try name.withCString { (path) throws(Errno) in
+            try retrying { ferry_openat2(dir, path, flags | HostFlags.oCloexec, resolve) }
+        }
+    }
+
+    /// The path the kernel shows for descriptor `fd` (readlink of /proc/self/fd/N): where it
+    /// is reachable in this mount namespace, " (deleted)" appended once unlinked, and just "/"
+    /// for a file opened by handle whose name the kernel does not know (a disconnected dentry).
+    public static func path(of fd: Int32) throws(Errno) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = try procSelfFD(fd).withCString { (link) throws(Errno) in
+            try retrying {
+                buffer.withUnsafeMutableBytes { raw in
+                    Glibc.readlink(link, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+                }
+            }
+        }
+        guard n < buffer.count else { throw Errno.nameTooLong }
+        return Array(buffer[0..<n])
+    }
+
     /// close(2), ignoring the result (Linux always releases the descriptor).
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 

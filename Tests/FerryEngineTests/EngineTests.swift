@@ -128,10 +128,12 @@ final class EngineTests: XCTestCase {
         let up = lookup("..")
         XCTAssertEqual(up.error, 0)
         XCTAssertEqual(up.body.prefix(8), withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)[...])
-        // ".." below the root is refused rather than followed on the host.
+        // ".." below the root is the parent directory, never above the root.
         let sub = lookup("sub")
         let subID = sub.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-        XCTAssertEqual(lookup("..", parent: subID).error, -EINVAL)
+        let subUp = lookup("..", parent: subID)
+        XCTAssertEqual(subUp.error, 0)
+        XCTAssertEqual(subUp.body.prefix(8), withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)[...])
         var mk = Message(); mk.u32(0o755); mk.u32(0); mk.name("../escaped")
         XCTAssertEqual(send(mk.request(9, unique: 11, node: 1)).error, -EINVAL)
         XCTAssertFalse(FileManager.default.fileExists(atPath: source + "/../escaped"))
@@ -176,5 +178,33 @@ final class EngineTests: XCTestCase {
         let words = negative.body.withUnsafeBytes { raw in (0..<3).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
         XCTAssertEqual(words[0], 0, "node id 0")
         XCTAssertEqual(words[2], 86_400, "entry timeout: the cache mode's")
+    }
+
+    /// LOOKUP(".") is how the kernel decodes a file handle of the mount: a node it no longer
+    /// holds comes back under the same id (derived from the host file handle, generation 0);
+    /// an id no file inside the share gives is ESTALE.
+    func testLookupOfDotFindsAForgottenNodeByItsID() {
+        mkdir(source + "/dir", 0o755)
+        _ = FileManager.default.createFile(atPath: source + "/dir/file", contents: Data("x".utf8))
+        let dir = lookup("dir")
+        let dirID = dir.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let file = lookup("file", parent: dirID)
+        XCTAssertEqual(file.error, 0)
+        let fileID = file.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let generation = file.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }
+        XCTAssertEqual(generation, 0, "derived ids carry generation 0 (the id holds the host's)")
+        for node in [fileID, dirID] {
+            var forget = Message(); forget.u64(1)
+            _ = forget.request(2, unique: 20, node: node).withUnsafeBytes { engine.handle(ByteView($0), worker: worker) }
+        }
+        XCTAssertEqual(lookup("x", parent: fileID).error, -ESTALE, "forgotten")
+        let again = lookup(".", parent: fileID)
+        XCTAssertEqual(again.error, 0)
+        XCTAssertEqual(again.body.prefix(16), file.body.prefix(16), "same node id and generation")
+        XCTAssertEqual(lookup(".", parent: dirID).body.prefix(16), dir.body.prefix(16))
+        let parent = lookup("..", parent: dirID)
+        XCTAssertEqual(parent.body.prefix(8), withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)[...])
+        XCTAssertEqual(lookup(".", parent: 0x0123_4567_89ab_cdef).error, -ESTALE)
+        XCTAssertEqual(lookup(".", parent: fileID ^ (1 << 40)).error, -ESTALE, "another host generation")
     }
 }

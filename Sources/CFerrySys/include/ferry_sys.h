@@ -42,6 +42,8 @@ int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char 
 
 /// openat(2) with a mode (Swift cannot call the variadic openat).
 int ferry_openat(int dirfd, const char *path, int flags, mode_t mode);
+/// openat2(2) through the raw syscall, with `flags` and `resolve` (RESOLVE_*) in its open_how.
+int ferry_openat2(int dirfd, const char *path, int flags, uint64_t resolve);
 
 /// struct statx as the kernel lays it out (declared here so no _GNU_SOURCE is needed).
 struct ferry_statx_timestamp { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
