@@ -12,6 +12,7 @@
 #include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <linux/openat2.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
@@ -133,3 +134,18 @@ int ferry_inotify_add_watch(int fd, const char *path, uint32_t mask) { return in
 int ferry_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
 
 int ferry_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int ferry_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int ferry_epoll_add_readable(int epfd, int fd, int exclusive, uint64_t tag) {
+    struct epoll_event event = { .events = EPOLLIN | (exclusive ? EPOLLEXCLUSIVE : 0), .data.u64 = tag };
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int ferry_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
+    struct epoll_event events[8];
+    if (max > 8) max = 8;
+    int n = epoll_wait(epfd, events, max, timeout);
+    for (int i = 0; i < n; i++) tags[i] = events[i].data.u64;
+    return n;
+}

@@ -1,35 +1,60 @@
 import FerryProtocol
 import FerrySystem
+import Synchronization
 
-/// Makes lock requests see every close the kernel queued before them (protocol/locks.md).
+/// Makes lock answers see every close the kernel queued before them (protocol/locks.md).
 ///
-/// A process's last close of a file ends with RELEASE (and each close with FLUSH), which drops
-/// the locks held through that open file. The kernel queues RELEASE before close(2) returns
-/// but does not wait for it, so a lock request that another process sends right after can be
-/// read by another request thread and answered first: it would still see the dropped lock.
+/// A process's last close of a file ends with RELEASE, which drops the locks held through that
+/// open file (its OFD locks, its flock). The kernel queues RELEASE before close(2) returns but
+/// does not wait for it, so a lock request that another process sends right after can be read
+/// by another request thread and answered while the RELEASE is still unhandled: it would
+/// report the dropped lock as a conflict.
 ///
 /// The kernel numbers requests (`unique`) in the order it queues them and hands them out in
-/// that order. The transport announces each request as it reads it (`arrived`), one reader at
-/// a time, so when a lock request is handled every earlier close is already announced; the
-/// lock request then waits until those on its node are done (`waitForEarlierCloses`).
+/// that order. Readers announce each close they read (`readerStopped`), and a lock request
+/// that finds a conflict settles before it answers (`settle`): every reader that might hold an
+/// unannounced earlier request is woken and waited for, then every announced close of the node
+/// queued before the lock request is waited for, and the lock request runs again. Requests that
+/// find no conflict, and every other request, pay nothing but two counter updates per read.
 final class CloseOrdering: Sendable {
     /// Closes announced and not yet finished: unique → node.
     private let pending = HostCondition<[UInt64: UInt64]>([:])
+    /// Every reader thread's progress.
+    private let readers = Mutex<[ReaderProgress]>([])
+    /// Lock requests settling now (readers wake them only when there are some).
+    private let settling = Atomic<Int>(0)
 
     /// Whether `opcode` ends locks: FLUSH (POSIX locks of the owner), RELEASE, RELEASEDIR.
     static func isClose(_ opcode: UInt32) -> Bool {
         opcode == Opcode.flush.rawValue || opcode == Opcode.release.rawValue || opcode == Opcode.releasedir.rawValue
     }
 
-    /// Whether `opcode` asks about or takes locks.
-    static func isLock(_ opcode: UInt32) -> Bool {
-        opcode == Opcode.getlk.rawValue || opcode == Opcode.setlk.rawValue || opcode == Opcode.setlkw.rawValue
+    /// Adds a reader thread.
+    func add(_ reader: ReaderProgress) { readers.withLock { $0.append(reader) } }
+
+    /// Removes a reader thread that stopped reading for good.
+    func remove(_ reader: ReaderProgress) {
+        readers.withLock { $0.removeAll { $0 === reader } }
+        reader.stopped.store(true, ordering: .sequentiallyConsistent)
+        wakeSettlers()
     }
 
-    /// A request was read; call it before the next request is read.
-    func arrived(_ header: InHeader) {
-        guard CloseOrdering.isClose(header.opcode) else { return }
-        pending.update { $0[header.unique] = header.nodeID }
+    /// `reader` is about to wait for a request.
+    func readerWaiting(_ reader: ReaderProgress) {
+        reader.reads.add(1, ordering: .sequentiallyConsistent)   // odd: may hold an unannounced request
+    }
+
+    /// `reader` stopped waiting, with request `header` (nil: none, e.g. a kick or EINTR).
+    func readerStopped(_ reader: ReaderProgress, with header: InHeader?) {
+        if let header, CloseOrdering.isClose(header.opcode) {
+            pending.update { $0[header.unique] = header.nodeID }
+        }
+        reader.reads.add(1, ordering: .sequentiallyConsistent)   // even: everything it read is announced
+        wakeSettlers()
+    }
+
+    private func wakeSettlers() {
+        if settling.load(ordering: .sequentiallyConsistent) > 0 { pending.update { _ in } }
     }
 
     /// The close `header` is done (whatever its outcome).
@@ -38,8 +63,37 @@ final class CloseOrdering: Sendable {
         pending.update { _ = $0.removeValue(forKey: header.unique) }
     }
 
-    /// Blocks until no close of node `nodeID` queued before request `unique` is pending.
-    func waitForEarlierCloses(nodeID: UInt64, unique: UInt64) {
-        pending.wait { closes in !closes.contains { $0.key < unique && $0.value == nodeID } }
+    /// Waits until every close of node `nodeID` queued before request `unique` has been handled.
+    /// `me` is the calling reader (it holds nothing unannounced).
+    func settle(nodeID: UInt64, unique: UInt64, me: ReaderProgress?) {
+        settling.add(1, ordering: .sequentiallyConsistent)
+        defer { settling.subtract(1, ordering: .sequentiallyConsistent) }
+        // A reader in its waiting phase may have taken an earlier request from the kernel and
+        // not announced it yet, or may be asleep with nothing: wake it, and wait until it has
+        // gone round once (an asleep reader holds nothing, and whatever it takes later was
+        // queued after this request).
+        let suspects = readers.withLock { $0 }.compactMap { reader -> (ReaderProgress, UInt64)? in
+            guard reader !== me else { return nil }
+            let reads = reader.reads.load(ordering: .sequentiallyConsistent)
+            return reads & 1 == 1 ? (reader, reads) : nil
+        }
+        for (reader, _) in suspects { reader.kick() }
+        pending.wait { closes in
+            suspects.allSatisfy { $0.0.reads.load(ordering: .sequentiallyConsistent) != $0.1 || $0.0.gone }
+                && !closes.contains { $0.key < unique && $0.value == nodeID }
+        }
     }
+}
+
+/// One reader thread's place in `CloseOrdering`: how many times it started and stopped waiting
+/// for a request (odd while waiting), and how to wake it.
+public final class ReaderProgress: Sendable {
+    let reads = Atomic<UInt64>(0)
+    let stopped = Atomic<Bool>(false)
+    /// Wakes the reader from its wait for a request.
+    let kick: @Sendable () -> Void
+
+    init(kick: @escaping @Sendable () -> Void) { self.kick = kick }
+
+    var gone: Bool { stopped.load(ordering: .sequentiallyConsistent) }
 }

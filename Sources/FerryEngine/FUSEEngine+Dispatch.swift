@@ -141,15 +141,32 @@ extension FUSEEngine {
             writer.append(Int32(0)); writer.append(UInt32(0)); writer.append(UInt32(0)); writer.append(UInt32(0))
             writer.append(bytes: out)
         case let .getlk(l):
-            let (conflict, pid) = try fs.getlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, lock: lockRange(l.lock))
+            let query = { () throws(Errno) in
+                try self.fs.getlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, lock: self.lockRange(l.lock))
+            }
+            var (conflict, pid) = try query()
+            if conflict.type != UInt32(HostLock.unlock) {
+                // The conflict may be a lock an earlier close already dropped: ask again after it.
+                closeOrdering.settle(nodeID: h.nodeID, unique: h.unique, me: worker.progress)
+                (conflict, pid) = try query()
+            }
             writer.append(conflict.start); writer.append(conflict.end); writer.append(conflict.type); writer.append(pid)
         case let .setlk(l, blocking):
             let isFlock = l.lockFlags & RequestFlags.lockFlock != 0
             guard isFlock ? options.flockLocks : options.posixLocks else { throw Errno.noSys }
             let unique = h.unique, sink = worker.deferredReplies
-            let outcome = fs.setlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, pid: l.lock.pid,
-                                   lock: lockRange(l.lock), flock: isFlock, blocking: blocking, unique: unique) {
-                [self] error in self.sendDeferredReply(unique: unique, error: error, sink: sink)
+            let attempt = { (blocking: Bool) -> LockManager.Outcome in
+                self.fs.setlk(ctx, nodeID: h.nodeID, fh: l.fh, owner: l.owner, pid: l.lock.pid,
+                              lock: self.lockRange(l.lock), flock: isFlock, blocking: blocking, unique: unique) {
+                    [self] error in self.sendDeferredReply(unique: unique, error: error, sink: sink)
+                }
+            }
+            var outcome = attempt(false)
+            if case let .done(error?) = outcome, error.rawValue == EAGAIN {
+                // The conflict may be a lock an earlier close already dropped: try again after it,
+                // and only then wait (SETLKW) or give up (SETLK).
+                closeOrdering.settle(nodeID: h.nodeID, unique: h.unique, me: worker.progress)
+                outcome = attempt(blocking)
             }
             switch outcome {
             case .waiting: return .deferred

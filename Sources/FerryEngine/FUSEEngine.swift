@@ -54,18 +54,32 @@ public final class FUSEEngine: Sendable {
     /// writes replies completed later to the channel this worker reads from (the kernel matches
     /// a reply only on the /dev/fuse descriptor that delivered its request); `notifications`
     /// writes the invalidations a request's own side effects call for, before its reply.
+    /// `kick` wakes the thread from its wait for a request; a transport whose reader threads
+    /// give one takes part in lock ordering (`waitingForRequest`, `stoppedWaiting`, `retire`).
     public func makeWorker(deferredReplies: @escaping DeferredReplySink = { _ in },
-                           notifications: @escaping NotificationSink = { _ in 0 }) -> Worker {
-        Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
-               notifications: notifications)
+                           notifications: @escaping NotificationSink = { _ in 0 },
+                           kick: (@Sendable () -> Void)? = nil) -> Worker {
+        let progress = kick.map { ReaderProgress(kick: $0) }
+        if let progress { closeOrdering.add(progress) }
+        return Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
+                      notifications: notifications, progress: progress)
     }
 
-    /// Tells the engine that a request was read from the kernel. Transports call it for every
-    /// request in the order they read them, before reading the next one (one reader at a time),
-    /// and hand the request to `handle` afterwards.
-    public func arrived(_ bytes: ByteView) {
-        guard let header = try? RequestDecoder.header(bytes) else { return }
-        closeOrdering.arrived(header)
+    /// Reader threads call this before each wait for a request (see `CloseOrdering`).
+    public func waitingForRequest(_ worker: Worker) {
+        if let progress = worker.progress { closeOrdering.readerWaiting(progress) }
+    }
+
+    /// Reader threads call this when a wait ended, with the request read (nil: none), before
+    /// they hand it to `handle`.
+    public func stoppedWaiting(_ worker: Worker, request: ByteView?) {
+        guard let progress = worker.progress else { return }
+        closeOrdering.readerStopped(progress, with: request.flatMap { try? RequestDecoder.header($0) })
+    }
+
+    /// A reader thread that stops reading for good calls this.
+    public func retire(_ worker: Worker) {
+        if let progress = worker.progress { closeOrdering.remove(progress) }
     }
 
     /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.
@@ -78,9 +92,6 @@ public final class FUSEEngine: Sendable {
             return .noReply
         }
         defer { closeOrdering.finished(header) }
-        if CloseOrdering.isLock(header.opcode) {
-            closeOrdering.waitForEarlierCloses(nodeID: header.nodeID, unique: header.unique)
-        }
         var writer = WireWriter(worker.replyBuffer, offset: ReplyFraming.bodyOffset)
         let request: Request
         do {

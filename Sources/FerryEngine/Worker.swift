@@ -21,12 +21,15 @@ public final class Worker {
     let notifications: NotificationSink
     /// Where those notifications are encoded.
     private let notificationBuffer = MessageBuffer(capacity: FUSENotification.maxSize)
+    /// The reader thread's place in lock ordering (nil for a worker that reads nothing itself).
+    let progress: ReaderProgress?
 
     /// Creates the state for the calling thread; gives the thread its own umask.
-    public init(options: EngineOptions, switchCredentials: Bool, deferredReplies: @escaping DeferredReplySink,
-                notifications: @escaping NotificationSink) {
+    init(options: EngineOptions, switchCredentials: Bool, deferredReplies: @escaping DeferredReplySink,
+         notifications: @escaping NotificationSink, progress: ReaderProgress?) {
         self.deferredReplies = deferredReplies
         self.notifications = notifications
+        self.progress = progress
         credentials = ThreadCredentials(switching: switchCredentials)
         replyBuffer = MessageBuffer(capacity: options.replyBufferSize)
         // Its own umask, so each create applies its caller's umask (DONT_MASK) and nothing else.

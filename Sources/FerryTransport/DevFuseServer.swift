@@ -99,13 +99,33 @@ public final class DevFuseServer: Sendable {
     }
 
     private func serve(fd: Int32) {
+        let wait: RequestWait
+        do {
+            try Host.setNonBlocking(fd)
+            wait = try RequestWait(fuseFD: fd)
+        } catch {
+            logger.error("reader cannot wait for requests on /dev/fuse: \(error)")
+            return
+        }
         let worker = engine.makeWorker(deferredReplies: { [logger] bytes in
             let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
-        }, notifications: { message in DevFuseDevice.send(fd, message) })
+        }, notifications: { message in DevFuseDevice.send(fd, message) }, kick: { wait.kick() })
+        defer { engine.retire(worker) }
         let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
         while true {
-            switch readAndAnnounce(fd, into: buffer) {
+            engine.waitingForRequest(worker)
+            // A request is often already queued: read first, sleep only when there is none.
+            var result = DevFuseDevice.read(fd, into: buffer)
+            if case .retry = result, let woken = wait.wait(), woken.requestReady {
+                result = DevFuseDevice.read(fd, into: buffer)   // .retry if another reader took it
+            }
+            if case let .request(n) = result {
+                engine.stoppedWaiting(worker, request: buffer.view(count: n))
+            } else {
+                engine.stoppedWaiting(worker, request: nil)
+            }
+            switch result {
             case .retry:
                 if abandoning.load(ordering: .relaxed) { return }
             case .closed: return
@@ -114,18 +134,6 @@ public final class DevFuseServer: Sendable {
                     if !DevFuseDevice.write(fd, bytes) { return }
                 }
             }
-        }
-    }
-
-    /// Reads one request and announces it to the engine, one reader at a time: the kernel hands
-    /// requests out in the order it numbered them, so the engine learns of them in that order
-    /// (lock requests must not overtake earlier closes; see `FUSEEngine.arrived`).
-    private func readAndAnnounce(_ fd: Int32, into buffer: MessageBuffer) -> DevFuseDevice.ReadResult {
-        readTurn.withLock { _ in
-            if abandoning.load(ordering: .relaxed) { return .retry }
-            let result = DevFuseDevice.read(fd, into: buffer)
-            if case let .request(n) = result { engine.arrived(buffer.view(count: n)) }
-            return result
         }
     }
 }

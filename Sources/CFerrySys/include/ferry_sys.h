@@ -92,4 +92,11 @@ int ferry_inotify_rm_watch(int fd, int wd);
 /// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK.
 int ferry_eventfd(void);
 
+/// epoll_create1(EPOLL_CLOEXEC).
+int ferry_epoll_create(void);
+/// epoll_ctl(EPOLL_CTL_ADD) for readability of `fd`, tagged `tag`; `exclusive` adds EPOLLEXCLUSIVE.
+int ferry_epoll_add_readable(int epfd, int fd, int exclusive, uint64_t tag);
+/// epoll_wait: fills up to `max` tags of ready descriptors; returns their count, or -1 (errno).
+int ferry_epoll_wait(int epfd, uint64_t *tags, int max, int timeout);
+
 #endif
