@@ -11,12 +11,12 @@ extension Serve {
         for option in list.ferry {
             let value = option.value ?? ""
             switch option.name {
-            case "cache": serve.cache = try Serve.parse(CacheMode(rawValue: value), option)
-            case "threads": serve.threads = try Serve.parse(Int(value), option)
-            case "inode-file-handles": serve.inodeFileHandles = try Serve.parse(InodeFileHandles(rawValue: value), option)
-            case "notify-watcher": serve.notifyWatcher = try Serve.parse(WatcherChoice(rawValue: value), option)
-            case "notify-ring-size": serve.notifyRingSize = try Serve.parse(Int(value), option)
-            case "log-level": serve.logLevel = try Serve.parse(Logger.Level(rawValue: value), option)
+            case "cache": serve.cache = try Serve.value(CacheMode(rawValue: value), for: option)
+            case "threads": serve.threads = try Serve.value(Int(value), for: option)
+            case "inode-file-handles": serve.inodeFileHandles = try Serve.value(InodeFileHandles(rawValue: value), for: option)
+            case "notify-watcher": serve.notifyWatcher = try Serve.value(WatcherChoice(rawValue: value), for: option)
+            case "notify-ring-size": serve.notifyRingSize = try Serve.value(Int(value), for: option)
+            case "log-level": serve.logLevel = try Serve.value(Logger.Level(rawValue: value), for: option)
             case "log-file": serve.logFile = value
             case "writeback": serve.writeback = true
             case "readonly": serve.readonly = true
@@ -34,7 +34,7 @@ extension Serve {
         return serve
     }
 
-    private static func parse<T>(_ value: T?, _ option: MountOptionList.FerryOption) throws(OptionError) -> T {
+    private static func value<T>(_ value: T?, for option: MountOptionList.FerryOption) throws(OptionError) -> T {
         guard let value else { throw OptionError("mount option \(option.name)=\(option.value ?? ""): invalid value") }
         return value
     }

@@ -291,6 +291,18 @@ final class MountOptionsTests: XCTestCase {
         }
     }
 
+    func testOrdinaryUserServerRefusesAnAtimeModeSourceLacks() throws {
+        let user = try OrdinaryUser()
+        defer { user.restore() }
+        // The scratch directory's file system is not mounted strictatime,nodiratime (it is
+        // relatime here): that would need a private mount, which an ordinary user cannot make.
+        let result = try runCommand(OrdinaryUser.asUser + [FerryServer.binary, "serve", user.directory + "/src",
+                                                          user.directory + "/mnt", "-o", "strictatime,nodiratime"], timeout: 30)
+        XCTAssertEqual(result.status, 2, result.output)
+        XCTAssertTrue(result.output.contains("strictatime,nodiratime needs root"), result.output)
+        XCTAssertFalse(FerryServer.isMounted(user.directory + "/mnt"))
+    }
+
     /// The mount's own options in /proc/self/mountinfo.
     private func mountOptions(_ mountpoint: String) throws -> [String] {
         let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
