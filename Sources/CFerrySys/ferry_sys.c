@@ -149,3 +149,18 @@ int ferry_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
     for (int i = 0; i < n; i++) tags[i] = events[i].data.u64;
     return n;
 }
+
+int ferry_open_tree(int dirfd, const char *path, unsigned int flags) {
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+
+int ferry_mount_setattr(int dirfd, const char *path, unsigned int flags, uint64_t attr_set, uint64_t attr_clr) {
+    struct { uint64_t attr_set, attr_clr, propagation, userns_fd; } attr = { attr_set, attr_clr, 0, 0 };
+    return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
+}
+
+int ferry_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int ferry_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}

@@ -1,3 +1,5 @@
+import FerrySystem
+
 /// How inodes are remembered between LOOKUP and FORGET.
 public enum InodeFileHandles: String, Sendable, CaseIterable {
     /// Always an O_PATH descriptor per inode (costs one fd per known file).
@@ -22,5 +24,9 @@ public struct FSOptions: Sendable {
     /// Keep a file handle → node index, so host changes reported by handle find their node
     /// (on when change notifications run).
     public var indexHandles = false
+    /// When set, SOURCE is reached through a private, detached copy of its mount tree carrying
+    /// these attributes (e.g. noatime), so Ferry's own host accesses behave as on a host mount
+    /// with those options. Needs CAP_SYS_ADMIN. Nil: SOURCE's own mount.
+    public var hostMount: MountAttributes?
     public init() {}
 }

@@ -41,12 +41,18 @@ public final class PassthroughFS: Sendable {
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
 
-    /// Opens `source` (which must be a directory) as the shared root.
+    /// Opens `source` (which must be a directory) as the shared root: itself, or the root of a
+    /// detached copy of its mount tree when `options.hostMount` is set.
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
         self.logger = logger
         self.locks = LockManager(logger: logger)
-        let fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
+        let fd: Int32
+        if let attributes = options.hostMount {
+            fd = try HostMount.detachedClone(of: source, attributes: attributes)
+        } else {
+            fd = try Host.openat(HostFlags.atFDCWD, CName(source), flags: HostFlags.oPath | HostFlags.oDirectory)
+        }
         let rootFD = OwnedFD(fd)
         let stat = try Host.statx(fd, .empty, flags: HostFlags.atEmptyPath, mask: PassthroughFS.statMask)
         rootDirectory = OwnedFD(try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory))

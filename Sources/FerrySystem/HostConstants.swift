@@ -6,6 +6,7 @@ public enum HostFlags {
     public static let oPath: Int32 = 0o10000000
     /// statfs `f_flags` bits (enum values in glibc, so not imported).
     public static let stNoSuid = 2, stNoDev = 4, stNoExec = 8
+    public static let stNoAtime = 1024, stNoDirAtime = 2048, stRelatime = 4096
     public static let oNoFollow: Int32 = 0o400000
     public static let oDirectory: Int32 = 0o200000
     public static let oCloexec: Int32 = 0o2000000

@@ -7,6 +7,9 @@ public struct MountEntry: Sendable {
     public let major: UInt32, minor: UInt32
     /// Where it is mounted (octal escapes decoded).
     public let mountpoint: String
+    /// The mount's own options (rw/ro, nosuid, nodev, noexec, the atime mode, ...), not the
+    /// file system's.
+    public let options: [String]
 }
 
 /// The calling process's mount table.
@@ -24,7 +27,8 @@ public enum MountTable {
             guard fields.count > 4 else { continue }
             let device = fields[2].split(separator: ":")
             guard device.count == 2, let major = UInt32(device[0]), let minor = UInt32(device[1]) else { continue }
-            entries.append(MountEntry(major: major, minor: minor, mountpoint: unescape(String(fields[4]))))
+            entries.append(MountEntry(major: major, minor: minor, mountpoint: unescape(String(fields[4])),
+                                      options: fields.count > 5 ? fields[5].split(separator: ",").map(String.init) : []))
         }
         return entries
     }

@@ -29,8 +29,10 @@ public final class DevFuseServer: Sendable {
 
     /// Serves until the connection ends. Throws when INIT fails or no thread can start.
     /// `onInitialized` runs once INIT is answered, before the readers start (e.g. to start
-    /// sending notifications, which the kernel only takes after INIT).
-    public func run(onInitialized: (Negotiated) throws -> Void = { _ in }) throws {
+    /// sending notifications, which the kernel only takes after INIT). `onServing` runs once the
+    /// readers are started, when the mount answers requests (e.g. to report readiness).
+    public func run(onInitialized: (Negotiated) throws -> Void = { _ in },
+                    onServing: () -> Void = {}) throws {
         try answerInit()
         if let session = engine.session { try onInitialized(session) }
         var descriptors = [mount.fd]
@@ -49,6 +51,7 @@ public final class DevFuseServer: Sendable {
             }
             readers.withLock { $0.append(thread) }
         }
+        onServing()
         readers.withLock { $0 }.forEach { $0.join() }
         for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
         logger.info("connection closed; \(engine.fs.inodes.count) node(s) and \(engine.fs.openFiles.count) open file(s) were still known")

@@ -65,14 +65,48 @@ struct Serve: ParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (debug logs every request).")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Append the log (and libfuse's messages) to this file instead of standard error.")
+    var logFile: String?
+
+    @Option(name: .customShort("o"), parsing: .singleValue,
+            help: ArgumentHelp("Mount options OPT[,OPT...]: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, and Ferry's own options without dashes (cache=always, writeback, no_xattr, threads=8, ...).",
+                               valueName: "options"))
+    var mountOptions: [String] = []
+
+    /// Set by `ferry SOURCE MOUNTPOINT` (MountCommand): the descriptor on which to report "the
+    /// mount is up" or the start-up error.
+    @Option(help: .hidden)
+    var readyFd: Int32?
+
     func validate() throws {
-        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
-        if notifyRingSize < 2 || notifyRingSize > 1 << 20 || notifyRingSize & (notifyRingSize - 1) != 0 {
+        let serve: Serve
+        do { serve = try applying(try MountOptionList(mountOptions)) } catch { throw ValidationError(error.description) }
+        if let threads = serve.threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        let ringSize = serve.notifyRingSize
+        if ringSize < 2 || ringSize > 1 << 20 || ringSize & (ringSize - 1) != 0 {
             throw ValidationError("--notify-ring-size must be a power of two between 2 and 1048576")
+        }
+        if try MountOptionList(mountOptions).remount {
+            throw ValidationError("remount changes a running mount: use `mount -o remount,... MOUNTPOINT` (or `ferry SOURCE MOUNTPOINT -o remount,...`)")
         }
     }
 
     func run() throws {
+        let list = try MountOptionList(mountOptions)
+        try applying(list).start(list)
+    }
+
+    private func start(_ list: MountOptionList) throws {
+        if let readyFd { HostProcess.setCloseOnExec(readyFd) }
+        if let logFile {
+            do {
+                for target: Int32 in [1, 2] {
+                    try HostProcess.redirect(target, to: logFile, flags: O_WRONLY | O_APPEND | O_CREAT)
+                }
+            } catch {
+                try fail(StartupError("cannot open log file \(logFile): \(error)"), status: 2)
+            }
+        }
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -81,22 +115,33 @@ struct Serve: ParsableCommand {
         }
         let logger = Logger(label: "ferry")
         do {
-            try serve(logger: logger)
+            try serve(list, logger: logger)
         } catch let error as StartupError {
-            printError("ferry: \(error.message)")
-            throw ExitCode(2)
+            try fail(error, status: 2)
         } catch let error as MountError {
-            printError("ferry: \(error.description)")
-            throw ExitCode(1)
+            try fail(StartupError(error.description), status: 1)
         }
     }
 
-    private func serve(logger: Logger) throws {
+    /// Reports a start-up failure (on the ready descriptor when there is one: the foreground
+    /// `ferry SOURCE MOUNTPOINT` prints it) and exits with `status`.
+    private func fail(_ error: StartupError, status: Int32) throws -> Never {
+        if let readyFd {
+            try? HostProcess.writeAll(readyFd, Array(("E" + error.message).utf8))
+            if logFile != nil { printError("ferry: \(error.message)") }
+        } else {
+            printError("ferry: \(error.message)")
+        }
+        throw ExitCode(status)
+    }
+
+    private func serve(_ list: MountOptionList, logger: Logger) throws {
         try Preflight.check(source: source, mountpoint: mountpoint)
         let root = geteuid() == 0
         if !root {
             logger.notice("running as uid \(geteuid()), not root: every request runs with this user's rights (no credential switching)")
         }
+        let access = try HostAccess(list: list, source: source, root: root, readOnly: readonly)
         var fsOptions = FSOptions()
         fsOptions.readOnly = readonly
         fsOptions.xattr = !noXattr
@@ -104,6 +149,7 @@ struct Serve: ParsableCommand {
         fsOptions.writebackCache = writeback
         let wantNotify = notify ?? (cache != .never)
         fsOptions.indexHandles = wantNotify
+        fsOptions.hostMount = access.privateMount
         let fs: PassthroughFS
         do {
             fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
@@ -113,6 +159,9 @@ struct Serve: ParsableCommand {
             }
             if inodeFileHandles == .mandatory && error.rawValue == EPERM {
                 throw StartupError("--inode-file-handles mandatory needs CAP_DAC_READ_SEARCH (run as root) to reopen file handles")
+            }
+            if let attributes = access.privateMount {
+                throw StartupError("cannot set up a private \(access.describe(attributes)) mount of \(source) (open_tree/mount_setattr): \(error)")
             }
             throw StartupError("cannot open source \(source): \(error)")
         }
@@ -128,7 +177,9 @@ struct Serve: ParsableCommand {
 
         let sourceFlags = (try? Host.statfs(fs.rootDirectory.rawValue)).map { Int($0.f_flags) } ?? 0
         let mountOptions = MountOptions.list(source: source, sourceFlags: sourceFlags, root: root,
-                                             allowOther: allowOther ?? root, readonly: readonly)
+                                             allowOther: allowOther ?? root, readonly: readonly,
+                                             noSuid: list.noSuid, noDev: list.noDev, noExec: list.noExec,
+                                             sync: list.sync, dirSync: list.dirSync)
 
         // Signals go to one waiting thread only; request threads inherit the blocked mask.
         let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
@@ -144,8 +195,8 @@ struct Serve: ParsableCommand {
             server.stop()
         }
         if stats { try report.startPeriodic(seconds: 10) }
-        logger.info("serving \(source) at \(mountpoint) (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
-        try server.run { session in
+        logger.info("serving \(source) at \(mountpoint) (cache \(cache.rawValue)\(readonly ? ", read-only" : "")\(access.summary))")
+        try server.run(onInitialized: { session in
             let mountpoint = self.mountpoint
             try notifier?.start(minor: session.minor, prime: {
                 var attributes = stat()
@@ -153,10 +204,28 @@ struct Serve: ParsableCommand {
                     logger.warning("could not stat \(mountpoint) before sending notifications: \(Errno(rawValue: errno))")
                 }
             }, send: { message in server.sendNotification(message) })
-        }
+        }, onServing: {
+            access.showOnMount(mountpoint, logger: logger)
+            reportReady(logger: logger)
+        })
         notifier?.stop()
         if stats { report.print() }
         logger.info("unmounted; exiting")
+    }
+
+    /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from
+    /// then on the log goes only to --log-file (else nowhere: nobody reads the terminal).
+    private func reportReady(logger: Logger) {
+        guard let readyFd else { return }
+        do {
+            try HostProcess.writeAll(readyFd, Array("R".utf8))
+        } catch {
+            logger.warning("could not report readiness: \(error)")
+        }
+        Host.close(readyFd)
+        if logFile == nil {
+            for target: Int32 in [0, 1, 2] { try? HostProcess.redirect(target, to: "/dev/null", flags: O_RDWR) }
+        }
     }
 
     /// The change notifier, or nil (with the reason logged) when it is off or cannot run. When
@@ -182,9 +251,10 @@ struct Serve: ParsableCommand {
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// A start-up problem, reported as one line and exit status 2.
-struct StartupError: Error {
+struct StartupError: Error, CustomStringConvertible {
     let message: String
     init(_ message: String) { self.message = message }
+    var description: String { message }
 }
 
 func printError(_ line: String) {

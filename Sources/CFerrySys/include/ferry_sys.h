@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <sys/vfs.h>
 #include <pthread.h>
+#include <spawn.h>
 
 /// Largest file handle the kernel hands out (MAX_HANDLE_SZ).
 #define FERRY_MAX_HANDLE_SZ 128
@@ -98,5 +99,15 @@ int ferry_epoll_create(void);
 int ferry_epoll_add_readable(int epfd, int fd, int exclusive, uint64_t tag);
 /// epoll_wait: fills up to `max` tags of ready descriptors; returns their count, or -1 (errno).
 int ferry_epoll_wait(int epfd, uint64_t *tags, int max, int timeout);
+/// pipe2(2) with O_CLOEXEC.
+int ferry_pipe_cloexec(int fds[2]);
+/// posix_spawn_file_actions_addchdir_np (a GNU extension).
+int ferry_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+
+/// open_tree(2) through the raw syscall.
+int ferry_open_tree(int dirfd, const char *path, unsigned int flags);
+/// mount_setattr(2) through the raw syscall, with struct mount_attr (version 0) built from its
+/// fields (propagation and userns_fd left 0).
+int ferry_mount_setattr(int dirfd, const char *path, unsigned int flags, uint64_t attr_set, uint64_t attr_clr);
 
 #endif

@@ -1,0 +1,41 @@
+import FerryEngine
+import FerryFS
+import FerryNotify
+import Logging
+
+extension Serve {
+    /// This command with the `-o` options applied over the `--` options given beside them.
+    func applying(_ list: MountOptionList) throws(OptionError) -> Serve {
+        var serve = self
+        if let readOnly = list.readOnly { serve.readonly = readOnly }
+        for option in list.ferry {
+            let value = option.value ?? ""
+            switch option.name {
+            case "cache": serve.cache = try Serve.value(CacheMode(rawValue: value), for: option)
+            case "threads": serve.threads = try Serve.value(Int(value), for: option)
+            case "inode-file-handles": serve.inodeFileHandles = try Serve.value(InodeFileHandles(rawValue: value), for: option)
+            case "notify-watcher": serve.notifyWatcher = try Serve.value(WatcherChoice(rawValue: value), for: option)
+            case "notify-ring-size": serve.notifyRingSize = try Serve.value(Int(value), for: option)
+            case "log-level": serve.logLevel = try Serve.value(Logger.Level(rawValue: value), for: option)
+            case "log-file": serve.logFile = value
+            case "writeback": serve.writeback = true
+            case "readonly": serve.readonly = true
+            case "no-xattr": serve.noXattr = true
+            case "no-posix-locks": serve.noPosixLocks = true
+            case "no-flock": serve.noFlock = true
+            case "allow-other": serve.allowOther = true
+            case "no-allow-other": serve.allowOther = false
+            case "notify": serve.notify = true
+            case "no-notify": serve.notify = false
+            case "stats": serve.stats = true
+            default: throw OptionError("unknown mount option '\(option.name)'")
+            }
+        }
+        return serve
+    }
+
+    private static func value<T>(_ value: T?, for option: MountOptionList.FerryOption) throws(OptionError) -> T {
+        guard let value else { throw OptionError("mount option \(option.name)=\(option.value ?? ""): invalid value") }
+        return value
+    }
+}
