@@ -81,11 +81,12 @@ def main():
     ap.add_argument("--work", default="/var/tmp/ferry-lockbench")
     ap.add_argument("--results", default=os.path.join(bench.HERE, "results", time.strftime("%Y-%m-%d")))
     ap.add_argument("--ferry", default=os.path.join(bench.ROOT, ".build/release/ferry"))
+    ap.add_argument("--baseline", help="another ferry binary, measured as 'ferry-baseline' in the same run")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.results, exist_ok=True)
     ll = bench.build_passthrough_ll(a.work)
-    names = ["native", "ferry", "passthrough_ll"]
+    names = ["native", "ferry"] + (["ferry-baseline"] if a.baseline else []) + ["passthrough_ll"]
     runs = {n: {"uncontended": [], "contended": [], "flock": []} for n in names}
     for rnd in range(a.rounds):
         group = []
@@ -94,6 +95,7 @@ def main():
             os.makedirs(src, exist_ok=True)
             mnt = os.path.join(a.work, n + "-mnt")
             group.append({"native": lambda: bench.Native(src), "ferry": lambda: bench.Ferry(src, mnt, a.ferry, []),
+                          "ferry-baseline": lambda: bench.Ferry(src, mnt, a.baseline, [], name="ferry-baseline"),
                           "passthrough_ll": lambda: bench.PassthroughLL(src, mnt, ll)}[n]())
         shift = rnd % len(group)
         for c in group[shift:] + group[:shift]:
@@ -111,10 +113,13 @@ def main():
              f"Medians of {a.rounds} rounds, contenders interleaved. Repeat: `sudo python3 benchmarks/lockbench.py`.",
              "passthrough_ll forwards flock (flock(2) on its descriptor) but not POSIX locks: its fcntl figures are "
              "the cost of kernel-local locks, which do not conflict with other mounts or the host.", "",
-             "| workload | native /s | ferry /s | passthrough_ll /s | ferry/native |", "|---|---|---|---|---|"]
+             (f"ferry-baseline: {a.baseline}." if a.baseline else ""), "",
+             "| workload | " + " | ".join(f"{n} /s" for n in names) + " | " +
+             " | ".join(f"{n}/native" for n in names if n.startswith("ferry")) + " |",
+             "|---" * (len(names) + sum(n.startswith("ferry") for n in names) + 1) + "|"]
     for k in ("uncontended", "contended", "flock"):
-        lines.append(f"| {k} | {med['native'][k]:.0f} | {med['ferry'][k]:.0f} | {med['passthrough_ll'][k]:.0f} | "
-                     f"{med['ferry'][k] / med['native'][k]:.2f} |")
+        lines.append(f"| {k} | " + " | ".join(f"{med[n][k]:.0f}" for n in names) + " | " +
+                     " | ".join(f"{med[n][k] / med['native'][k]:.2f}" for n in names if n.startswith("ferry")) + " |")
     with open(os.path.join(a.results, "locks.json"), "w") as f:
         json.dump({"runs": runs, "medians": med}, f, indent=1)
     with open(os.path.join(a.results, "locks.md"), "w") as f:
