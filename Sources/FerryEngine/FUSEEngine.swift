@@ -41,11 +41,7 @@ public final class FUSEEngine: Sendable {
     /// Encodes a reply without body for a request answered later (a blocking lock granted or
     /// interrupted) and hands it to `sink`, which writes it where the request came from.
     func sendDeferredReply(unique: UInt64, error: Errno?, sink: DeferredReplySink) {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(FUSEABI.outHeaderSize)
-        bytes += withUnsafeBytes(of: UInt32(FUSEABI.outHeaderSize).littleEndian, Array.init)
-        bytes += withUnsafeBytes(of: Int32(-(error?.rawValue ?? 0)).littleEndian, Array.init)
-        bytes += withUnsafeBytes(of: unique.littleEndian, Array.init)
+        let bytes = ReplyFraming.headerOnly(unique: unique, errno: error?.rawValue ?? 0)
         logger.debug("#\(unique) deferred reply -> \(error.map { "\($0)" } ?? "ok")")
         sink(bytes)
     }

@@ -161,6 +161,17 @@ public enum ReplyFraming {
         writer.append(unique)
     }
 
+    /// A whole reply without body: the header alone (`error` a positive errno, 0 for success).
+    /// For replies sent later, outside a request's own buffer (a blocking lock granted).
+    public static func headerOnly(unique: UInt64, errno error: Int32) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(FUSEABI.outHeaderSize)
+        bytes += withUnsafeBytes(of: UInt32(FUSEABI.outHeaderSize).littleEndian, Array.init)
+        bytes += withUnsafeBytes(of: Int32(-error).littleEndian, Array.init)
+        bytes += withUnsafeBytes(of: unique.littleEndian, Array.init)
+        return bytes
+    }
+
     /// Writes a notification header (unique 0, error = notify code) followed by nothing yet.
     public static func beginNotification(_ writer: inout WireWriter) {
         writer.truncate(to: 0)

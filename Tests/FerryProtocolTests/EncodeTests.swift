@@ -93,6 +93,9 @@ final class EncodeTests: XCTestCase {
             ReplyFraming.finishError(&w, unique: 42, errno: 2)
         }
         XCTAssertEqual(failed, le(UInt32(16)) + le(Int32(-2)) + le(UInt64(42)))
+        // A reply sent later (a blocking lock): the header alone.
+        XCTAssertEqual(ReplyFraming.headerOnly(unique: 7, errno: EINTR), le(UInt32(16)) + le(Int32(-EINTR)) + le(UInt64(7)))
+        XCTAssertEqual(ReplyFraming.headerOnly(unique: 8, errno: 0), le(UInt32(16)) + le(Int32(0)) + le(UInt64(8)))
     }
 
     func testWriterRefusesOverflow() {
