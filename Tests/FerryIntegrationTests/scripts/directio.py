@@ -310,7 +310,43 @@ def check_fio():
     os.unlink(path)
 
 
-CHECKS = {"aligned_io": check_aligned_io, "dd": check_dd, "mixed": check_mixed, "fio": check_fio}
+def check_page_cache_writes():
+    """The kernel writes cached pages back through any writable handle of the file, the last
+    one opened first (or through the handle a shared mapping came from), in pieces cut at the
+    end of the file: with an O_DIRECT handle open beside a buffered one, buffered writes
+    (writeback cache) and mmap stores must still reach the host."""
+    got = {}
+    for side, root in roots().items():
+        results = []
+        path = os.path.join(root, "cached")
+        buffered = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        direct = os.open(path, os.O_RDWR | os.O_DIRECT)
+        try:
+            results.append(outcome(os.pwrite, buffered, b"x" * 100, 0))
+            results.append(outcome(os.fsync, buffered))
+            results.append(outcome(os.pwrite, buffered, b"y" * 5000, 7000))
+            results.append(outcome(os.fdatasync, buffered))
+            mapped = mmap.mmap(buffered, 12000)
+            mapped[50:55] = b"hello"
+            mapped[11990:12000] = b"0123456789"
+            results.append(outcome(mapped.flush))
+            mapped.close()
+            # A shared mapping of the O_DIRECT descriptor itself is written back through it.
+            mapped = mmap.mmap(direct, 12000)
+            mapped[60:66] = b"direct"
+            results.append(outcome(mapped.flush))
+            mapped.close()
+        finally:
+            os.close(direct)
+            os.close(buffered)
+        got[side] = results
+    expect(got["native"] == got["mount"], f"host {got['native']} vs mount {got['mount']}")
+    same_content([os.path.join(MOUNT, "cached"), os.path.join(SOURCE, "cached")],
+                 content(os.path.join(NATIVE, "cached")), "page cache writes beside an O_DIRECT handle")
+
+
+CHECKS = {"aligned_io": check_aligned_io, "dd": check_dd, "mixed": check_mixed, "fio": check_fio,
+          "page_cache_writes": check_page_cache_writes}
 
 
 def main():
