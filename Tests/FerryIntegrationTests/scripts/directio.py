@@ -287,8 +287,9 @@ def check_mixed(operations=4000):
 
 
 def fio(args):
-    p = subprocess.run(["fio", "--output-format=json"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=120)
+    # No verify state files (fio writes them into the working directory otherwise).
+    p = subprocess.run(["fio", "--output-format=json", "--verify_state_save=0"] + args, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
     expect(p.returncode == 0, f"fio {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-400:]}")
     job = json.loads(p.stdout[p.stdout.index("{"):])["jobs"][0]
     expect(job["error"] == 0, f"fio {job['jobname']}: error {job['error']}")

@@ -3,7 +3,8 @@
 two ordinary users, applied step by step to a plain host directory and to a Ferry mount, with
 every step's outcome compared — the return value or errno, the shape of each path it touched
 (type, mode, link count, owner, size) and which of their ctimes and mtimes moved — and the two
-trees compared whole at the end.
+trees compared whole at the end. The calls include O_DIRECT opens, reads and writes, aligned to
+the host's 512-byte blocks or not (the host's EINVAL must come back through the mount).
 
 Usage: opdiff.py NATIVE_DIR MOUNT_DIR SEED STEPS
 OPDIFF_TRACE=1 prints every step; OPDIFF_KERNEL_FILE_TIMES=1 is for the writeback cache. Prints "PASS seed N" or the first steps that differ; the exit status is the number of differences
