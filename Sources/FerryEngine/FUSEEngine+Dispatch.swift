@@ -88,8 +88,11 @@ extension FUSEEngine {
                 try fs.read(fh: io.fh, offset: io.offset, into: buffer)
             }
         case let .write(io, data):
+            let pageCache = io.ioFlags & RequestFlags.writeCache != 0
             let written = try data.withUnsafeBytes { raw in
-                Result { () throws(Errno) in try fs.write(fh: io.fh, offset: io.offset, data: raw) }
+                Result { () throws(Errno) in
+                    try fs.write(fh: io.fh, offset: io.offset, data: raw, pageCache: pageCache)
+                }
             }.get()
             writer.append(UInt32(written)); writer.append(UInt32(0))
         case let .flush(fh, lockOwner):

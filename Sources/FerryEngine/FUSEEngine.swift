@@ -61,6 +61,13 @@ public final class FUSEEngine: Sendable {
                       notifications: notifications, progress: progress)
     }
 
+    /// A buffer to read requests into, one per reader thread: a WRITE's data lands on a page
+    /// boundary, so a host file opened with O_DIRECT takes it as it is (protocol/fuse-abi.md,
+    /// "Buffer layout").
+    public func makeRequestBuffer() -> MessageBuffer {
+        MessageBuffer(capacity: options.requestBufferSize, alignedAt: FUSEABI.writePayloadOffset)
+    }
+
     /// Reader threads call this before each wait for a request (see `CloseOrdering`).
     public func waitingForRequest(_ worker: Worker) {
         if let progress = worker.progress { closeOrdering.readerWaiting(progress) }

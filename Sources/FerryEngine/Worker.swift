@@ -13,7 +13,8 @@ public typealias NotificationSink = (ByteView) -> Int32
 public final class Worker {
     /// The thread's file-system identity.
     public let credentials: ThreadCredentials
-    /// Where replies are encoded.
+    /// Where replies are encoded; a READ reply's data starts on a page boundary, so a host
+    /// file opened with O_DIRECT reads straight into it.
     public let replyBuffer: MessageBuffer
     /// Where replies completed later (by a lock waiter) are written.
     public let deferredReplies: DeferredReplySink
@@ -31,7 +32,7 @@ public final class Worker {
         self.notifications = notifications
         self.progress = progress
         credentials = ThreadCredentials(switching: switchCredentials)
-        replyBuffer = MessageBuffer(capacity: options.replyBufferSize)
+        replyBuffer = MessageBuffer(capacity: options.replyBufferSize, alignedAt: FUSEABI.readPayloadOffset)
         // Its own umask, so each create applies its caller's umask (DONT_MASK) and nothing else.
         try? ThreadCredentials.unshareFilesystemContext()
         credentials.setUmask(0)

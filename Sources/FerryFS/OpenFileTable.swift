@@ -13,6 +13,16 @@ public final class OpenFileTable: Sendable {
         public let fd: OwnedFD
         /// The node it was opened from.
         public let nodeID: UInt64
+        /// For a writable file opened with O_DIRECT: the same file without O_DIRECT and
+        /// O_APPEND, for the page cache's writes (FUSE_WRITE_CACHE). The kernel may flush any
+        /// file's dirty pages through any writable handle of it, in page-sized pieces cut at the
+        /// end of the file, which an O_DIRECT descriptor would refuse (EINVAL, the data lost).
+        public let pageCacheFD: OwnedFD?
+
+        /// The descriptor for a WRITE: `pageCacheFD` for a page-cache write if there is one.
+        public func descriptor(forPageCacheWrite pageCache: Bool) -> Int32 {
+            (pageCache ? pageCacheFD : nil)?.rawValue ?? fd.rawValue
+        }
     }
 
     private static let shardCount = 64
@@ -24,10 +34,11 @@ public final class OpenFileTable: Sendable {
         shards[Int(fh % UInt64(OpenFileTable.shardCount))]
     }
 
-    /// Registers a descriptor the table now owns; returns its `fh`.
-    public func insert(fd: Int32, nodeID: UInt64) -> UInt64 {
+    /// Registers a descriptor (and its page-cache twin, if any) the table now owns; returns its `fh`.
+    public func insert(fd: Int32, nodeID: UInt64, pageCacheFD: Int32? = nil) -> UInt64 {
         let fh = UInt64(fd)
-        shard(fh).withLock { $0[fh] = OpenFile(fd: OwnedFD(fd), nodeID: nodeID) }
+        let file = OpenFile(fd: OwnedFD(fd), nodeID: nodeID, pageCacheFD: pageCacheFD.map(OwnedFD.init))
+        shard(fh).withLock { $0[fh] = file }
         return fh
     }
 

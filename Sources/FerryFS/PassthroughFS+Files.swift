@@ -19,6 +19,22 @@ extension PassthroughFS {
         return flags
     }
 
+    /// Registers `file` as an open file of `nodeID`. A writable open with O_DIRECT gets a
+    /// second descriptor of the same file with only the access mode (no O_DIRECT, no O_APPEND)
+    /// for the page cache's writes (`OpenFile.pageCacheFD`). It is opened with Ferry's rights:
+    /// the caller already holds the file with this access mode (a file created 0444 is writable
+    /// only through the creating descriptor). If it cannot be opened (descriptor limit), page
+    /// cache writes go through `file` itself.
+    func insertOpenFile(_ ctx: ThreadCredentials, _ file: Int32, nodeID: UInt64, flags: Int32) -> UInt64 {
+        var twin: Int32?
+        if flags & HostFlags.oDirect != 0, flags & HostFlags.oAccessMode != HostFlags.oRdOnly {
+            twin = try? ctx.asRoot { () throws(Errno) in
+                try Host.reopen(file, flags: flags & HostFlags.oAccessMode)
+            }
+        }
+        return openFiles.insert(fd: file, nodeID: nodeID, pageCacheFD: twin)
+    }
+
     func checkOpenAllowed(_ flags: Int32) throws(Errno) {
         if flags & HostFlags.oAccessMode != HostFlags.oRdOnly || flags & HostFlags.oTrunc != 0 {
             try checkWritable()
@@ -42,7 +58,7 @@ extension PassthroughFS {
             } catch .access where exec && inode.type == .regular {
                 file = try openToExecute(ctx, fd, flags: hostFlags)
             }
-            return openFiles.insert(fd: file, nodeID: nodeID)
+            return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
         }
     }
 
@@ -68,7 +84,7 @@ extension PassthroughFS {
             let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
             do throws(Errno) {
                 let entry = try remember(fd: file)
-                return (entry, openFiles.insert(fd: file, nodeID: entry.nodeID))
+                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
             } catch {
                 Host.close(file)
                 throw error
@@ -86,7 +102,7 @@ extension PassthroughFS {
             let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
             do throws(Errno) {
                 let entry = try remember(fd: file, keepDescriptor: true)
-                return (entry, openFiles.insert(fd: file, nodeID: entry.nodeID))
+                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
             } catch {
                 Host.close(file)
                 throw error
@@ -102,12 +118,13 @@ extension PassthroughFS {
         }
     }
 
-    /// WRITE of `data`; returns the bytes written.
-    public func write(fh: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
+    /// WRITE of `data`; returns the bytes written. `pageCache`: the kernel is writing back
+    /// cached pages (FUSE_WRITE_CACHE), which never go through O_DIRECT (`OpenFile.pageCacheFD`).
+    public func write(fh: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, pageCache: Bool = false) throws(Errno) -> Int {
         try checkWritable()
         let file = try openFiles.get(fh)
         return try withExtendedLifetime(file) { () throws(Errno) -> Int in
-            try Host.pwrite(file.fd.rawValue, data, offset: Int64(bitPattern: offset))
+            try Host.pwrite(file.descriptor(forPageCacheWrite: pageCache), data, offset: Int64(bitPattern: offset))
         }
     }
 

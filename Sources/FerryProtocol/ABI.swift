@@ -27,6 +27,12 @@ public enum FUSEABI {
     public static let direntHeaderSize = 24
     /// Size of `fuse_statx_out`.
     public static let statxOutSize = 256 + 32
+    /// Size of `fuse_read_in` and `fuse_write_in`.
+    public static let ioInSize = 40
+    /// Where a WRITE request's data starts: after `fuse_in_header` and `fuse_write_in`.
+    public static let writePayloadOffset = inHeaderSize + ioInSize
+    /// Where a READ reply's data starts: after `fuse_out_header`.
+    public static let readPayloadOffset = outHeaderSize
 }
 
 /// `fuse_init_in.flags` / `fuse_init_out.flags` bits (flags2 holds bits 32...63).

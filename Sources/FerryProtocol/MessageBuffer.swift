@@ -1,26 +1,45 @@
-/// Memory a transport owns for one request or reply at a time: page-aligned, reused, never
-/// reallocated. Each reader thread has its own, so nothing here is shared.
+/// Memory a transport owns for one request or reply at a time: reused, never reallocated. Each
+/// reader thread has its own, so nothing here is shared.
+///
+/// A message's data payload sits behind its headers (a WRITE request's bytes at offset 80, a
+/// READ reply's at offset 16). Host files opened with O_DIRECT accept only block-aligned
+/// memory, so a buffer is placed with the byte at `alignedOffset` on a page boundary: the
+/// message starts `alignedOffset` bytes before a page, and the payload is page-aligned while
+/// the whole message stays contiguous for the decoder (protocol/fuse-abi.md, "Buffer layout").
 public final class MessageBuffer: @unchecked Sendable {
+    /// The alignment given to the payload: a page on x86-64 and arm64, and a multiple of every
+    /// logical block size a host device uses (512 or 4096).
+    public static let pageSize = 4096
+
     /// Capacity in bytes.
     public let capacity: Int
-    private let storage: UnsafeMutableRawPointer
+    /// Offset from the start of the message that lies on a page boundary.
+    public let alignedOffset: Int
+    /// The allocation, page-aligned; the message starts inside its first page.
+    private let allocation: UnsafeMutableRawPointer
+    private let start: UnsafeMutableRawPointer
 
-    /// Allocates `capacity` bytes aligned to 4 KiB.
-    public init(capacity: Int) {
+    /// Allocates `capacity` bytes placed so that byte `alignedOffset` of the message falls on a
+    /// page boundary (0: the message itself starts on one).
+    public init(capacity: Int, alignedAt alignedOffset: Int = 0) {
+        precondition(capacity >= 0 && alignedOffset >= 0 && alignedOffset < MessageBuffer.pageSize)
         self.capacity = capacity
-        self.storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+        self.alignedOffset = alignedOffset
+        let lead = (MessageBuffer.pageSize - alignedOffset) % MessageBuffer.pageSize
+        allocation = UnsafeMutableRawPointer.allocate(byteCount: lead + capacity, alignment: MessageBuffer.pageSize)
+        start = allocation + lead
     }
 
-    deinit { storage.deallocate() }
+    deinit { allocation.deallocate() }
 
     /// The whole buffer, for a read(2) or recv into it.
     public var mutableBytes: UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: storage, count: capacity)
+        UnsafeMutableRawBufferPointer(start: start, count: capacity)
     }
 
     /// The first `count` bytes as a read-only view.
     public func view(count: Int) -> ByteView {
-        ByteView(UnsafeRawBufferPointer(start: storage, count: min(count, capacity)))
+        ByteView(UnsafeRawBufferPointer(start: start, count: min(count, capacity)))
     }
 }
 

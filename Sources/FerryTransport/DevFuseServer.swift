@@ -85,7 +85,7 @@ public final class DevFuseServer: Sendable {
 
     private func answerInit() throws {
         let worker = engine.makeWorker()
-        let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
+        let buffer = engine.makeRequestBuffer()
         while engine.session == nil {
             switch DevFuseDevice.read(mount.fd, into: buffer) {
             case .retry: continue
@@ -115,7 +115,7 @@ public final class DevFuseServer: Sendable {
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
         }, notifications: { message in DevFuseDevice.send(fd, message) }, kick: { wait.kick() })
         defer { engine.retire(worker) }
-        let buffer = MessageBuffer(capacity: engine.options.requestBufferSize)
+        let buffer = engine.makeRequestBuffer()
         while true {
             engine.waitingForRequest(worker)
             // A request is often already queued: read first, sleep only when there is none.

@@ -3,13 +3,14 @@
 two ordinary users, applied step by step to a plain host directory and to a Ferry mount, with
 every step's outcome compared — the return value or errno, the shape of each path it touched
 (type, mode, link count, owner, size) and which of their ctimes and mtimes moved — and the two
-trees compared whole at the end.
+trees compared whole at the end. The calls include O_DIRECT opens, reads and writes, aligned to
+the host's 512-byte blocks or not (the host's EINVAL must come back through the mount).
 
 Usage: opdiff.py NATIVE_DIR MOUNT_DIR SEED STEPS
 OPDIFF_TRACE=1 prints every step; OPDIFF_KERNEL_FILE_TIMES=1 is for the writeback cache. Prints "PASS seed N" or the first steps that differ; the exit status is the number of differences
 (at most 20 are reported).
 """
-import ctypes, errno, os, random, socket, stat, struct, sys, time
+import ctypes, errno, mmap, os, random, socket, stat, struct, sys, time
 
 TRACE = os.environ.get("OPDIFF_TRACE") == "1"  # print every step
 # With the writeback cache the kernel keeps regular files' mtime and ctime itself (it ignores the
@@ -28,7 +29,9 @@ PATHS = ["f1", "f2", "d1", "d2", "s1", "d1/f1", "d1/f2", "d1/d3", "d1/d3/f1", "d
          "n" * 255, "d1/" + "m" * 256]  # the longest name allowed, and one byte more
 OPEN_FLAGS = [os.O_RDONLY | os.O_DIRECTORY, os.O_RDONLY | os.O_NOFOLLOW, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW,
               os.O_RDWR | os.O_CREAT | os.O_TRUNC, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECTORY,
-              os.O_WRONLY | os.O_APPEND, os.O_PATH | os.O_NOFOLLOW, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW]
+              os.O_WRONLY | os.O_APPEND, os.O_PATH | os.O_NOFOLLOW, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+              os.O_RDWR | os.O_DIRECT, os.O_WRONLY | os.O_CREAT | os.O_DIRECT | os.O_NOFOLLOW,
+              os.O_RDONLY | os.O_DIRECT | os.O_DIRECTORY]
 # Symlink targets stay inside the tree from wherever the link is (no absolute or "../" targets).
 TARGETS = ["f1", "d3", "d3/f1", "s1", "missing"]
 MODES = [0o644, 0o600, 0o755, 0o700, 0o777, 0o000, 0o4755, 0o2755, 0o1777, 0o2770, 0o640]
@@ -207,6 +210,33 @@ def op_read(root, p):
         os.close(fd)
 
 
+# O_DIRECT I/O: page-aligned memory (mmap), offsets and lengths on and off the host's 512-byte
+# block grid, so the host's EINVAL for an unaligned request must come back through the mount too.
+DIRECT_OFFSETS = [0, 512, 4096, 100, 70000 // 512 * 512]
+DIRECT_LENGTHS = [512, 4096, 65536, 100, 0]
+DIRECT_MEMORY = mmap.mmap(-1, 1 << 17)
+
+
+def op_direct_write(root, p, offset, length, byte):
+    """Creates the file if missing (CREATE with O_DIRECT), then one pwrite."""
+    fd = os.open(os.path.join(root, p), os.O_WRONLY | os.O_CREAT | os.O_DIRECT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    try:
+        view = memoryview(DIRECT_MEMORY)[:length]
+        view[:] = bytes([byte]) * length
+        return os.pwritev(fd, [view], offset)
+    finally:
+        os.close(fd)
+
+
+def op_direct_read(root, p, offset, length):
+    fd = os.open(os.path.join(root, p), os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK)
+    try:
+        view = memoryview(DIRECT_MEMORY)[:length]
+        return bytes(view[:os.preadv(fd, [view], offset)])
+    finally:
+        os.close(fd)
+
+
 def op_utime(root, p, when, follow):
     os.utime(os.path.join(root, p), ns=when, follow_symlinks=follow) if when else \
         os.utime(os.path.join(root, p), follow_symlinks=follow)
@@ -274,7 +304,8 @@ def random_step(rng):
                        "unlink", "rmdir", "rename", "rename", "chmod", "chown", "truncate", "write",
                        "write", "read", "utime", "setxattr", "getxattr", "listxattr", "removexattr",
                        "readdir", "readlink", "access", "stat", "open_trunc", "fallocate", "acl",
-                       "getacl", "open", "open", "mknod", "bind", "utimensat", "utimensat"])
+                       "getacl", "open", "open", "mknod", "bind", "utimensat", "utimensat",
+                       "direct_write", "direct_write", "direct_read", "direct_read"])
     if kind == "create":
         return kind, op_create, (p, rng.choice(MODES)), [p]
     if kind == "mkdir":
@@ -303,6 +334,11 @@ def random_step(rng):
         return kind, op_write, (p, rng.choice([0, 3, 4096, 100000]), data, rng.random() < 0.3), [p]
     if kind == "read":
         return kind, op_read, (p,), [p]
+    if kind == "direct_write":
+        return kind, op_direct_write, (p, rng.choice(DIRECT_OFFSETS), rng.choice(DIRECT_LENGTHS),
+                                       rng.randrange(256)), [p]
+    if kind == "direct_read":
+        return kind, op_direct_read, (p, rng.choice(DIRECT_OFFSETS), rng.choice(DIRECT_LENGTHS)), [p]
     if kind == "utime":
         when = rng.choice([None, (1_000_000_000, 2_000_000_000), (5, 123_456_789), (-1, 7)])
         return kind, op_utime, (p, when, rng.random() < 0.7), [p]
