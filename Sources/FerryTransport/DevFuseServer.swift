@@ -33,6 +33,7 @@ public final class DevFuseServer: Sendable {
     /// readers are started, when the mount answers requests (e.g. to report readiness).
     public func run(onInitialized: (Negotiated) throws -> Void = { _ in },
                     onServing: () -> Void = {}) throws {
+        engine.attachBackingDevice(mount.fd)   // passthrough backing files are registered on it
         try answerInit()
         if let session = engine.session { try onInitialized(session) }
         var descriptors = [mount.fd]
