@@ -55,7 +55,7 @@ public final class DevFuseServer: Sendable {
         onServing()
         readers.withLock { $0 }.forEach { $0.join() }
         for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
-        logger.info("connection closed; \(engine.fs.inodes.count) node(s) and \(engine.fs.openFiles.count) open file(s) were still known")
+        logger.info("connection closed; \(engine.fs.inodes.count) node(s), \(engine.fs.openFiles.count) open file(s) and \(engine.passthroughBackingIDs) passthrough backing id(s) were still known")
     }
 
     /// Starts an orderly stop: detaches the mount so readers drain and exit. If the kernel keeps
