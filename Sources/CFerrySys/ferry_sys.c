@@ -58,6 +58,21 @@ ssize_t ferry_getdents64(int fd, void *buffer, size_t size) {
 int ferry_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int ferry_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 
+/* The uapi layout (include/uapi/linux/fuse.h, ABI 7.40); Debian's headers may predate it. */
+struct ferry_fuse_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define FERRY_FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct ferry_fuse_backing_map)
+#define FERRY_FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+int ferry_fuse_backing_open(int devfd, int fd) {
+    struct ferry_fuse_backing_map map = { .fd = fd, .flags = 0, .padding = 0 };
+    return ioctl(devfd, FERRY_FUSE_DEV_IOC_BACKING_OPEN, &map);
+}
+
+int ferry_fuse_backing_close(int devfd, int id) {
+    uint32_t backing_id = (uint32_t)id;
+    return ioctl(devfd, FERRY_FUSE_DEV_IOC_BACKING_CLOSE, &backing_id);
+}
+
 int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
                     unsigned int flags) {
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);

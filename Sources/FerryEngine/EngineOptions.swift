@@ -36,6 +36,11 @@ public struct EngineOptions: Sendable {
     /// Host changes are pushed into the kernel's caches (change notifications run), so the
     /// kernel may also cache that a name does not exist.
     public var notifications = false
+    /// Offer FUSE passthrough (INIT flag PASSTHROUGH): plain files are opened with a backing
+    /// file, and the kernel reads, writes and maps the host file itself. Set only when the
+    /// server may register backing files (CAP_SYS_ADMIN) and the writeback cache is off; the
+    /// kernel may still decline it at INIT.
+    public var passthrough = false
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}

@@ -73,15 +73,15 @@ extension FUSEEngine {
             writer.append(entry(try fs.link(ctx, nodeID: oldNodeID, parent: h.nodeID, name: newName)))
         case let .open(flags, _):
             let fh = try fs.open(ctx, nodeID: h.nodeID, flags: flags)
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            appendFileOpenOut(fh: fh, nodeID: h.nodeID, ctx: ctx, writer: &writer)
         case let .create(name, flags, mode, umask, _):
             let (e, fh) = try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
             writer.append(entry(e))
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
         case let .tmpfile(flags, mode, umask, _):
             let (e, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
             writer.append(entry(e))
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
         case let .read(io):
             let limit = min(Int(io.size), Int(options.maxWrite))
             try writer.appendInPlace(upTo: limit) { (buffer) throws(Errno) in
@@ -100,6 +100,7 @@ extension FUSEEngine {
             try fs.flush(fh: fh)
         case let .release(fh, _, _, _), let .releasedir(fh):
             if options.posixLocks { fs.locks.release(fh: fh) }
+            backing.released(fh: fh)   // before the descriptor (and so the number fh) is freed
             try fs.release(fh: fh)
         case let .fsync(fh, flags), let .fsyncdir(fh, flags):
             try fs.fsync(fh: fh, dataOnly: flags & RequestFlags.fsyncDataOnly != 0)
@@ -247,6 +248,11 @@ extension FUSEEngine {
                 agreedFlags.store(agreed.flags.rawValue, ordering: .releasing)
                 initialized.store(true, ordering: .releasing)
                 logger.info("FUSE \(request.major).\(request.minor) from the kernel; speaking 7.\(agreed.minor), flags 0x\(String(agreed.flags.rawValue, radix: 16))")
+                if options.passthrough {
+                    logger.info(agreed.flags.contains(.passthrough)
+                        ? "passthrough on: the kernel reads, writes and maps plain files on the host directly (max_stack_depth \(Negotiation.passthroughStackDepth))"
+                        : "passthrough off: the kernel does not offer FUSE_PASSTHROUGH (FUSE 7.40, Linux 6.9, CONFIG_FUSE_PASSTHROUGH)")
+                }
             }
             return .replied
         }

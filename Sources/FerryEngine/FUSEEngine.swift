@@ -27,13 +27,23 @@ public final class FUSEEngine: Sendable {
     let setIDReports = SetIDReports()
     /// Closes in flight, which lock requests queued after them must not overtake.
     let closeOrdering = CloseOrdering()
+    /// Backing ids of the files the kernel reads and writes directly (FUSE passthrough).
+    let backing: BackingFiles
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
         self.options = options
         self.logger = logger
         self.switchCredentials = geteuid() == 0
+        self.backing = BackingFiles(logger: logger)
     }
+
+    /// Gives the engine the connection's /dev/fuse descriptor, for the passthrough ioctls
+    /// (FUSE_DEV_IOC_BACKING_OPEN/CLOSE). Call before serving requests.
+    public func attachBackingDevice(_ fd: Int32) { backing.attach(device: fd) }
+
+    /// Backing ids registered right now (one per inode open in passthrough mode).
+    public var passthroughBackingIDs: Int { backing.openBackingIDs }
 
     /// What INIT settled (nil before INIT).
     public var session: Negotiated? { negotiated.withLock { $0 } }

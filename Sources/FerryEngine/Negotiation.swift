@@ -30,6 +30,9 @@ enum Negotiation {
         .exportSupport,      // file handles of the mount: LOOKUP of "." and ".." (PassthroughFS+Export)
     ]
 
+    /// `fuse_init_out.max_stack_depth` Ferry sends with PASSTHROUGH.
+    static let passthroughStackDepth: UInt32 = 1
+
     /// The flags to ask for under `options`, limited to what the kernel offers.
     static func flags(kernel: InitFlags, options: EngineOptions) -> InitFlags {
         var wanted = base
@@ -38,6 +41,9 @@ enum Negotiation {
         if options.posixLocks { wanted.insert(.posixLocks) }   // fcntl locks become host OFD locks
         if options.flockLocks { wanted.insert(.flockLocks) }   // flock becomes host flock
         if options.posixACLs { wanted.insert(.posixACL) }      // kernel permission checks honour ACLs
+        // The kernel's I/O on plain files goes straight to the host file (never with the
+        // writeback cache: the kernel refuses the pair).
+        if options.passthrough && !options.writebackCache { wanted.insert(.passthrough) }
         return wanted.intersection(kernel)
     }
 
@@ -58,9 +64,13 @@ enum Negotiation {
         let minor = min(request.minor, FUSEABI.maxMinorVersion)
         let flags = Negotiation.flags(kernel: request.flags, options: options)
         let maxPages = UInt16(options.maxWrite / 4096)
+        // Passthrough needs max_stack_depth >= 1: backing files may lie on a file system of
+        // stacking depth below it (1: ext4, xfs, tmpfs, btrfs; not overlayfs), and the mount
+        // itself gets depth 1, so overlayfs can still use it as a layer (the kernel's limit is 2).
         let out = InitOut(major: FUSEABI.majorVersion, minor: minor, maxReadahead: request.maxReadahead, flags: flags,
                           maxBackground: 64, congestionThreshold: 48, maxWrite: options.maxWrite,
-                          timeGranularity: 1, maxPages: maxPages)
+                          timeGranularity: 1, maxPages: maxPages,
+                          maxStackDepth: flags.contains(.passthrough) ? Negotiation.passthroughStackDepth : 0)
         return .success((out, Negotiated(minor: minor, flags: flags, maxReadahead: request.maxReadahead)))
     }
 }

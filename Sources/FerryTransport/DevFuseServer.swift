@@ -33,6 +33,7 @@ public final class DevFuseServer: Sendable {
     /// readers are started, when the mount answers requests (e.g. to report readiness).
     public func run(onInitialized: (Negotiated) throws -> Void = { _ in },
                     onServing: () -> Void = {}) throws {
+        engine.attachBackingDevice(mount.fd)   // passthrough backing files are registered on it
         try answerInit()
         if let session = engine.session { try onInitialized(session) }
         var descriptors = [mount.fd]
@@ -54,7 +55,7 @@ public final class DevFuseServer: Sendable {
         onServing()
         readers.withLock { $0 }.forEach { $0.join() }
         for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
-        logger.info("connection closed; \(engine.fs.inodes.count) node(s) and \(engine.fs.openFiles.count) open file(s) were still known")
+        logger.info("connection closed; \(engine.fs.inodes.count) node(s), \(engine.fs.openFiles.count) open file(s) and \(engine.passthroughBackingIDs) passthrough backing id(s) were still known")
     }
 
     /// Starts an orderly stop: detaches the mount so readers drain and exit. If the kernel keeps

@@ -11,6 +11,14 @@ extension CacheMode: ExpressibleByArgument {}
 extension InodeFileHandles: ExpressibleByArgument {}
 extension WatcherChoice: ExpressibleByArgument {}
 
+/// `--passthrough auto|never`.
+enum PassthroughChoice: String, CaseIterable, ExpressibleByArgument {
+    /// On where the server may register backing files and the kernel offers passthrough.
+    case auto
+    /// Every read and write goes through Ferry.
+    case never
+}
+
 /// `ferry serve SOURCE MOUNTPOINT`: mount SOURCE at MOUNTPOINT and serve it until SIGINT,
 /// SIGTERM or an unmount.
 struct Serve: ParsableCommand {
@@ -26,8 +34,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Kernel caching: never (timeouts 0, direct I/O), auto (1 s), always (1 day, keep page cache).")
     var cache: CacheMode = .auto
 
-    @Flag(help: "Let the kernel cache writes (FUSE writeback cache).")
+    @Flag(help: "Let the kernel cache writes (FUSE writeback cache; turns passthrough off).")
     var writeback = false
+
+    @Option(help: "FUSE passthrough: auto (plain files are read, written and mapped by the kernel on the host file; needs CAP_SYS_ADMIN, not with --writeback) or never.")
+    var passthrough: PassthroughChoice = .auto
 
     @Flag(help: "Share read-only.")
     var readonly = false
@@ -171,6 +182,7 @@ struct Serve: ParsableCommand {
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
         engineOptions.posixACLs = !noXattr
+        engineOptions.passthrough = passthroughAllowed(logger: logger)
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
@@ -211,6 +223,23 @@ struct Serve: ParsableCommand {
         notifier?.stop()
         if stats { report.print() }
         logger.info("unmounted; exiting")
+    }
+
+    /// Whether to offer FUSE passthrough at INIT; when not, says why in one log line (when it
+    /// is offered, the engine logs at INIT whether the kernel took it).
+    private func passthroughAllowed(logger: Logger) -> Bool {
+        let why: String
+        if passthrough == .never {
+            why = "--passthrough never"
+        } else if writeback {
+            why = "--writeback was given, and the kernel cannot combine the writeback cache with passthrough"
+        } else if let reason = FUSEBackingDevice.whyNotPrivileged() {
+            why = "\(reason), which FUSE_DEV_IOC_BACKING_OPEN needs"
+        } else {
+            return true
+        }
+        logger.info("passthrough off: \(why); every read and write goes through Ferry")
+        return false
     }
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from

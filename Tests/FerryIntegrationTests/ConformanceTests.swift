@@ -21,8 +21,11 @@ final class ConformanceTests: XCTestCase {
     }
 
     /// Every cache mode, with and without change notifications (whose watcher skips Ferry's own
-    /// changes, so it cannot be what refreshes these).
-    private let configurations: [[String]] = [[], ["--cache", "always"], ["--cache", "always", "--no-notify"]]
+    /// changes, so it cannot be what refreshes these), with passthrough (the default) and
+    /// without.
+    private let configurations: [[String]] = [[], ["--cache", "always"], ["--cache", "always", "--no-notify"],
+                                              ["--cache", "never"], ["--passthrough", "never"],
+                                              ["--cache", "always", "--no-notify", "--passthrough", "never"]]
 
     func testSetIDBitsClearedByAnotherUsersChangeShowAtOnce() throws {
         for arguments in configurations { try check("setid_bits_cleared", arguments) }
@@ -39,5 +42,6 @@ final class ConformanceTests: XCTestCase {
     func testExecuteOnlyProgramsRunButStayUnreadable() throws {
         try check("execute_only_files", [])
         try check("execute_only_files", ["--cache", "always"])
+        try check("execute_only_files", ["--passthrough", "never"])
     }
 }

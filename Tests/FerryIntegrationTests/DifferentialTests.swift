@@ -30,6 +30,13 @@ final class DifferentialTests: XCTestCase {
 
     func testCacheNeverMatchesTheHost() throws { try walk(["--cache", "never"], seeds: [6]) }
 
+    /// The walks above run with passthrough (the default for root); these without it.
+    func testWithoutPassthroughMatchesTheHost() throws { try walk(["--passthrough", "never"], seeds: [1]) }
+
+    func testCacheAlwaysWithoutPassthroughMatchesTheHost() throws {
+        try walk(["--cache", "always", "--passthrough", "never"], seeds: [4])
+    }
+
     func testInodeDescriptorsMatchTheHost() throws { try walk(["--inode-file-handles", "never"], seeds: [8]) }
 
     /// An ordinary user's own server (no credential switching, inodes as descriptors, fanotify
@@ -79,6 +86,12 @@ final class DifferentialTests: XCTestCase {
             XCTAssertTrue(result.output.contains("PASS seed \(seed)"), result.output)
             XCTAssertEqual(result.status, 0)
         }
+    }
+
+    func testHostChangesReachTheMountWithoutPassthrough() throws {
+        let result = try coherence(["--passthrough", "never"], seeds: [1])[0]
+        XCTAssertTrue(result.output.contains("PASS seed 1"), result.output)
+        XCTAssertEqual(result.status, 0)
     }
 
     func testHostChangesReachTheMountWithFanotifyDirectoryMarks() throws {

@@ -93,3 +93,39 @@ final class LockTests: XCTestCase {
         XCTAssertFalse(result.output.contains(" fail"))
     }
 }
+
+/// A subset of the lock tests with passthrough off (LockTests runs with the default, on): the
+/// lock requests are the same, but reads and writes of the locked files then go through Ferry.
+final class LockTestsWithoutPassthrough: XCTestCase {
+    nonisolated(unsafe) static var a: FerryServer?
+    nonisolated(unsafe) static var b: FerryServer?
+
+    override class func setUp() {
+        super.setUp()
+        a = try? FerryServer(arguments: ["--cache", "never", "--passthrough", "never"])
+        if let source = a?.source {
+            let mountB = URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("mnt-b").path
+            b = try? FerryServer(source: source, mountpoint: mountB, arguments: ["--cache", "never", "--passthrough", "never"])
+        }
+    }
+
+    override class func tearDown() {
+        for server in [a, b].compactMap({ $0 }) { XCTAssertEqual(server.stop(), 0, server.log) }
+        a = nil; b = nil
+        super.tearDown()
+    }
+
+    private func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        guard let a = Self.a, let b = Self.b else { throw TestFailure("ferry did not start") }
+        let result = try runCommand(["python3", script("lockcheck.py"), a.source, a.mountpoint, b.mountpoint, name], timeout: 300)
+        print(result.output, terminator: "")
+        XCTAssertTrue(result.output.contains("PASS \(name)"), result.output, file: file, line: line)
+        XCTAssertEqual(result.status, 0, file: file, line: line)
+    }
+
+    func testConflictsBetweenEveryPair() throws { try check("conflicts") }
+    func testFlockSharedAndExclusive() throws { try check("flock_shared_exclusive") }
+    func testCloseAndExitReleaseLocks() throws { try check("close_and_exit_release_locks") }
+    func testReleaseIsSeenAtOnceThroughTheSameMount() throws { try check("release_is_seen_at_once") }
+    func testBlockingWaiterWakesWithin50ms() throws { try check("blocking_waiter_wakes_fast") }
+}

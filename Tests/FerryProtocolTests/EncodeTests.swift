@@ -43,6 +43,18 @@ final class EncodeTests: XCTestCase {
                        le(UInt64(9)) + le(UInt32(3)) + le(Int32(-1)))
     }
 
+    func testPassthroughOpenOutCarriesTheBackingID() {
+        XCTAssertEqual(encoded { $0.appendOpenOut(fh: 7, flags: .passthrough, backingID: 3) },
+                       le(UInt64(7)) + le(UInt32(0x80)) + le(Int32(3)))
+    }
+
+    func testInitOutCarriesMaxStackDepth() {
+        let o = InitOut(major: 7, minor: 45, maxReadahead: 0, flags: .passthrough, maxBackground: 0,
+                        congestionThreshold: 0, maxWrite: 0, timeGranularity: 0, maxPages: 0, maxStackDepth: 1)
+        let bytes = encoded { $0.append(o) }
+        XCTAssertEqual(Array(bytes[32..<40]), le(UInt32(1 << 5)) + le(UInt32(1)))   // flags2 bit 37, max_stack_depth
+    }
+
     func testInitOut() {
         let o = InitOut(major: 7, minor: 45, maxReadahead: 0x20000, flags: InitFlags(rawValue: 0x3_0000_0001),
                         maxBackground: 64, congestionThreshold: 48, maxWrite: 1 << 20, timeGranularity: 1, maxPages: 256)

@@ -37,6 +37,13 @@ int ferry_ioctl_ptr(int fd, unsigned long request, void *arg);
 /// ioctl(2) with an integer argument.
 int ferry_ioctl_int(int fd, unsigned long request, unsigned long arg);
 
+/// FUSE_DEV_IOC_BACKING_OPEN on /dev/fuse descriptor `devfd`: registers open file `fd` as a
+/// passthrough backing file (struct fuse_backing_map {i32 fd; u32 flags; u64 padding}, all but
+/// fd zero). Returns the backing id (> 0), or -1 with errno.
+int ferry_fuse_backing_open(int devfd, int fd);
+/// FUSE_DEV_IOC_BACKING_CLOSE: forgets backing id `id`. Returns 0, or -1 with errno.
+int ferry_fuse_backing_close(int devfd, int id);
+
 /// renameat2(2) through the raw syscall (works whatever glibc exposes).
 int ferry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
                     unsigned int flags);

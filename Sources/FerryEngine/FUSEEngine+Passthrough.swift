@@ -1,0 +1,45 @@
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Glibc
+
+/// The open reply of a file: FOPEN_PASSTHROUGH with the node's backing id where the kernel may
+/// do the I/O on the host file itself, else the cache mode's flags (protocol/fuse-abi.md).
+extension FUSEEngine {
+    /// Whether INIT agreed to passthrough.
+    var passthroughAgreed: Bool {
+        options.passthrough && InitFlags(rawValue: agreedFlags.load(ordering: .acquiring)).contains(.passthrough)
+    }
+
+    /// Appends `fuse_open_out` for file handle `fh` of node `nodeID` (OPEN, CREATE, TMPFILE).
+    ///
+    /// Passed through: regular files without set-id bits. A file with S_ISUID/S_ISGID is not:
+    /// the kernel writes a backing file with the credentials of the BACKING_OPEN (Ferry's, for
+    /// every user of the inode), so the host would not clear those bits on another user's write
+    /// (protocol/side-effects.md). Once a node is open in one mode, later opens follow it.
+    /// Passthrough replaces KEEP_CACHE (the kernel refuses the pair; the page cache is then the
+    /// host's own) and DIRECT_IO of `--cache never` (direct I/O would win over passthrough for
+    /// reads and writes, and passthrough already reads the host file every time).
+    func appendFileOpenOut(fh: UInt64, nodeID: UInt64, ctx: ThreadCredentials, writer: inout WireWriter) {
+        guard passthroughAgreed, let file = try? fs.openFiles.get(fh) else {
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            return
+        }
+        let fd = file.fd.rawValue
+        let eligible = (try? Host.stat(fd)).map { st in
+            st.st_mode & S_IFMT == S_IFREG && st.st_mode & mode_t(SetIDReports.setIDBits) == 0
+        } ?? false
+        let id = withExtendedLifetime(file) {
+            backing.opened(fh: fh, nodeID: nodeID, fd: fd, eligible: eligible) { (device, fd) throws(Errno) -> Int32 in
+                // Ferry's own credentials, not the caller's: the kernel keeps them for every
+                // open of the inode, and opens each later user's backing file with them.
+                try ctx.asRoot { () throws(Errno) -> Int32 in try FUSEBackingDevice.open(device: device, file: fd) }
+            }
+        }
+        if let id {
+            writer.appendOpenOut(fh: fh, flags: .passthrough, backingID: id)
+        } else {
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+        }
+    }
+}
