@@ -26,13 +26,17 @@ final class DirectIOTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    /// Defaults: plain files are passed through (the kernel does the O_DIRECT I/O itself).
     func testDirectIOMatchesTheHostWithDefaultOptions() throws { try check([]) }
 
-    func testDirectIOMatchesTheHostWithCacheAlways() throws { try check(["--cache", "always"]) }
+    /// Ferry's own data path: page-aligned payloads in its request and reply buffers.
+    func testDirectIOMatchesTheHostWithoutPassthrough() throws { try check(["--passthrough", "never"]) }
+
+    func testDirectIOMatchesTheHostWithCacheAlways() throws { try check(["--cache", "always", "--passthrough", "never"]) }
 
     /// `--cache never` answers every open with FOPEN_DIRECT_IO; the client's O_DIRECT still
     /// reaches the host file.
-    func testDirectIOMatchesTheHostWithCacheNever() throws { try check(["--cache", "never"]) }
+    func testDirectIOMatchesTheHostWithCacheNever() throws { try check(["--cache", "never", "--passthrough", "never"]) }
 
     /// With the writeback cache the kernel flushes buffered writes through whichever writable
     /// handle it picks, an O_DIRECT one included.
