@@ -129,13 +129,18 @@ def build_passthrough_ll(workdir):
 # ------------------------------------------------------------------ workloads
 
 def fio(name, directory, args, side, pid):
-    out = os.path.join(tempfile.gettempdir(), f"ferry-bench-{name}.json")
-    c0, t0 = cpu_seconds(pid), time.time()
-    sh(["fio", "--output-format=json", f"--output={out}", f"--directory={directory}", "--group_reporting",
-        "--ioengine=psync", "--iodepth=1", "--fallocate=none", f"--name={name}"] + args,
-       stdout=subprocess.DEVNULL)
-    wall, cpu = time.time() - t0, cpu_seconds(pid) - c0
-    job = json.load(open(out))["jobs"][0][side]
+    # A file of this run's own: two runs on one machine must not read each other's output.
+    handle, out = tempfile.mkstemp(prefix=f"ferry-bench-{name}-", suffix=".json")
+    os.close(handle)
+    try:
+        c0, t0 = cpu_seconds(pid), time.time()
+        sh(["fio", "--output-format=json", f"--output={out}", f"--directory={directory}", "--group_reporting",
+            "--ioengine=psync", "--iodepth=1", "--fallocate=none", f"--name={name}"] + args,
+           stdout=subprocess.DEVNULL)
+        wall, cpu = time.time() - t0, cpu_seconds(pid) - c0
+        job = json.load(open(out))["jobs"][0][side]
+    finally:
+        os.unlink(out)
     return {"MiB/s": job["bw_bytes"] / 1048576, "IOPS": job["iops"], "wall_s": wall, "daemon_cpu_s": cpu}
 
 
