@@ -1,40 +1,68 @@
 import Foundation
 import XCTest
 
-/// Host locks through two Ferry mounts of one SOURCE plus the host (scripts/lockcheck.py), and
-/// real programs that depend on them.
-final class LockTests: XCTestCase {
-    nonisolated(unsafe) static var a: FerryServer?
-    nonisolated(unsafe) static var b: FerryServer?
+/// Two Ferry mounts of one SOURCE (A and B), started once per test class, and the lock checks
+/// of scripts/lockcheck.py run across them and the host.
+final class LockMounts {
+    let a: FerryServer?
+    let b: FerryServer?
 
-    override class func setUp() {
-        super.setUp()
-        // --cache never: programs below read what another mount just wrote (until change
-        // notifications land, only uncached mounts see each other's writes at once).
-        a = try? FerryServer(arguments: ["--cache", "never"])
+    /// --cache never: the programs in LockTests read what another mount just wrote.
+    init(arguments: [String]) {
+        a = try? FerryServer(arguments: ["--cache", "never"] + arguments)
         if let source = a?.source {
             let mountB = URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("mnt-b").path
-            b = try? FerryServer(source: source, mountpoint: mountB, arguments: ["--cache", "never"])
+            b = try? FerryServer(source: source, mountpoint: mountB, arguments: ["--cache", "never"] + arguments)
+        } else {
+            b = nil
         }
     }
 
-    override class func tearDown() {
-        for server in [a, b].compactMap({ $0 }) { XCTAssertEqual(server.stop(), 0, server.log) }
-        a = nil; b = nil
-        super.tearDown()
-    }
-
-    private func servers() throws -> (FerryServer, FerryServer) {
-        guard let a = Self.a, let b = Self.b else { throw TestFailure("ferry did not start") }
+    /// Both servers, or an error if either did not start.
+    func servers() throws -> (FerryServer, FerryServer) {
+        guard let a, let b else { throw TestFailure("ferry did not start") }
         return (a, b)
     }
 
-    func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// Stops both servers; each must exit cleanly.
+    func stop() {
+        for server in [a, b].compactMap({ $0 }) { XCTAssertEqual(server.stop(), 0, server.log) }
+    }
+
+    /// Runs lockcheck.py's check `name`.
+    func check(_ name: String, file: StaticString, line: UInt) throws {
         let (a, b) = try servers()
         let result = try runCommand(["python3", script("lockcheck.py"), a.source, a.mountpoint, b.mountpoint, name], timeout: 300)
         print(result.output, terminator: "")
         XCTAssertTrue(result.output.contains("PASS \(name)"), result.output, file: file, line: line)
         XCTAssertEqual(result.status, 0, file: file, line: line)
+    }
+}
+
+/// Host locks through two Ferry mounts of one SOURCE plus the host (scripts/lockcheck.py), and
+/// real programs that depend on them.
+final class LockTests: XCTestCase {
+    nonisolated(unsafe) static var mounts: LockMounts?
+
+    override class func setUp() {
+        super.setUp()
+        mounts = LockMounts(arguments: [])
+    }
+
+    override class func tearDown() {
+        mounts?.stop()
+        mounts = nil
+        super.tearDown()
+    }
+
+    private func servers() throws -> (FerryServer, FerryServer) {
+        guard let mounts = Self.mounts else { throw TestFailure("ferry did not start") }
+        return try mounts.servers()
+    }
+
+    func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        guard let mounts = Self.mounts else { throw TestFailure("ferry did not start") }
+        try mounts.check(name, file: file, line: line)
     }
 
     func testConflictsBetweenEveryPair() throws { try check("conflicts") }
@@ -97,30 +125,22 @@ final class LockTests: XCTestCase {
 /// A subset of the lock tests with passthrough off (LockTests runs with the default, on): the
 /// lock requests are the same, but reads and writes of the locked files then go through Ferry.
 final class LockTestsWithoutPassthrough: XCTestCase {
-    nonisolated(unsafe) static var a: FerryServer?
-    nonisolated(unsafe) static var b: FerryServer?
+    nonisolated(unsafe) static var mounts: LockMounts?
 
     override class func setUp() {
         super.setUp()
-        a = try? FerryServer(arguments: ["--cache", "never", "--passthrough", "never"])
-        if let source = a?.source {
-            let mountB = URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("mnt-b").path
-            b = try? FerryServer(source: source, mountpoint: mountB, arguments: ["--cache", "never", "--passthrough", "never"])
-        }
+        mounts = LockMounts(arguments: ["--passthrough", "never"])
     }
 
     override class func tearDown() {
-        for server in [a, b].compactMap({ $0 }) { XCTAssertEqual(server.stop(), 0, server.log) }
-        a = nil; b = nil
+        mounts?.stop()
+        mounts = nil
         super.tearDown()
     }
 
     private func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        guard let a = Self.a, let b = Self.b else { throw TestFailure("ferry did not start") }
-        let result = try runCommand(["python3", script("lockcheck.py"), a.source, a.mountpoint, b.mountpoint, name], timeout: 300)
-        print(result.output, terminator: "")
-        XCTAssertTrue(result.output.contains("PASS \(name)"), result.output, file: file, line: line)
-        XCTAssertEqual(result.status, 0, file: file, line: line)
+        guard let mounts = Self.mounts else { throw TestFailure("ferry did not start") }
+        try mounts.check(name, file: file, line: line)
     }
 
     func testConflictsBetweenEveryPair() throws { try check("conflicts") }
