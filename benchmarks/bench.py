@@ -297,8 +297,9 @@ def main():
         sh(["tar", "-C", "/usr", "-cf", tarball, "include"])
 
     tmpfs = os.path.join(a.work, "tmpfs")
-    os.makedirs(tmpfs, exist_ok=True)
-    if not is_mounted(tmpfs):
+    mounted_tmpfs = "meta-tmpfs" in suites and not is_mounted(tmpfs)
+    if mounted_tmpfs:   # only this run's own tmpfs is unmounted at the end
+        os.makedirs(tmpfs, exist_ok=True)
         sh(["mount", "-t", "tmpfs", "-o", "size=4g", "ferry-bench", tmpfs])
 
     kinds = [("native", Native, ()), ("ferry", Ferry, (a.ferry, a.ferry_arg))]
@@ -334,7 +335,8 @@ def main():
                 finally:
                     c.stop()
         rounds.append(results)
-    sh(["umount", tmpfs])
+    if mounted_tmpfs:
+        sh(["umount", tmpfs])
 
     medians = median_results(rounds)
     kernel = os.uname().release
