@@ -91,17 +91,23 @@ def check_aligned_io():
     lengths = [512, 4096, 65536, 1 << 20, 100, 1000, 0]
     buffers = [0, 512, 2048]
 
+    def on_each_side(flags, call):
+        """Opens the file on the host and through the mount with `flags`; `call(fd)` on each."""
+        got = {}
+        for side, path in paths.items():
+            fd = os.open(path, flags)
+            try:
+                got[side] = call(fd)
+            finally:
+                os.close(fd)
+        return got
+
     def read_all(tag):
         for offset in offsets:
             for length in lengths:
                 for b in buffers:
-                    got = {}
-                    for side, path in paths.items():
-                        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-                        try:
-                            got[side] = outcome(dpread, fd, memory, b, length, offset)
-                        finally:
-                            os.close(fd)
+                    got = on_each_side(os.O_RDONLY | os.O_DIRECT,
+                                       lambda fd: outcome(dpread, fd, memory, b, length, offset))
                     expect(got["native"] == got["mount"],
                            f"{tag}: pread(offset {offset}, length {length}, buffer +{b}): "
                            f"host {got['native']!r:.80} vs mount {got['mount']!r:.80}")
@@ -112,13 +118,7 @@ def check_aligned_io():
     rng.shuffle(writes)
     for offset, length, b in writes:
         data = rng.randbytes(length)
-        got = {}
-        for side, path in paths.items():
-            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-            try:
-                got[side] = outcome(dpwrite, fd, memory, b, data, offset)
-            finally:
-                os.close(fd)
+        got = on_each_side(os.O_WRONLY | os.O_DIRECT, lambda fd: outcome(dpwrite, fd, memory, b, data, offset))
         expect(got["native"] == got["mount"],
                f"pwrite(offset {offset}, length {length}, buffer +{b}): host {got['native']} vs mount {got['mount']}")
     native_after = content(paths["native"])
