@@ -16,6 +16,8 @@ let package = Package(
         // Thin C shims for syscalls Swift cannot call directly (variadic ioctl/syscall,
         // flexible-array structs such as struct file_handle).
         .target(name: "CFerrySys"),
+        // liburing: the io_uring rings of the I/O core and of the FUSE-over-io_uring transport.
+        .systemLibrary(name: "CURing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
         // Typed Swift wrappers over the host syscalls: the only place raw pointers meet the kernel.
         .target(name: "FerrySystem", dependencies: [
             "CFerrySys",
