@@ -25,6 +25,11 @@ let package = Package(
         ]),
         // FUSE wire format: decode requests, encode replies. Pure, no syscalls.
         .target(name: "FerryProtocol"),
+        // The I/O core: data operations batched into io_uring submissions, or run by plain syscalls.
+        .target(name: "FerryIO", dependencies: [
+            "CURing", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The passthrough filesystem over one host directory.
         .target(name: "FerryFS", dependencies: [
             "FerrySystem",
@@ -37,7 +42,7 @@ let package = Package(
         ]),
         // Request dispatch: decoded request -> filesystem -> encoded reply.
         .target(name: "FerryEngine", dependencies: [
-            "FerryProtocol", "FerryFS", "FerrySystem",
+            "FerryProtocol", "FerryFS", "FerryIO", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Transports: /dev/fuse sessions (mount through libfuse, reader threads).

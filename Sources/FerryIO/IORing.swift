@@ -1,0 +1,83 @@
+import CURing
+import FerrySystem
+import Glibc
+
+/// One io_uring instance (liburing's `struct io_uring`): the only place the I/O core touches
+/// submission and completion queue entries. Not thread-safe: one thread owns a ring.
+final class IORing {
+    private let ring: UnsafeMutablePointer<io_uring>
+    /// Submission queue entries.
+    let entries: Int
+
+    /// Sets up a ring with `entries` submission slots (completion queue twice that).
+    init(entries: Int) throws(Errno) {
+        ring = .allocate(capacity: 1)
+        ring.initialize(to: io_uring())
+        var params = io_uring_params()
+        params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_CLAMP
+        let result = io_uring_queue_init_params(UInt32(entries), ring, &params)
+        guard result == 0 else {
+            ring.deallocate()
+            throw Errno(rawValue: -result)
+        }
+        self.entries = entries
+    }
+
+    deinit {
+        io_uring_queue_exit(ring)
+        ring.deallocate()
+    }
+
+    /// Signals `eventFD` whenever a completion is posted.
+    func registerEventFD(_ eventFD: Int32) throws(Errno) {
+        let result = io_uring_register_eventfd(ring, eventFD)
+        guard result == 0 else { throw Errno(rawValue: -result) }
+    }
+
+    /// Fills the next free submission entry with `operation`, tagged `tag`; false if the
+    /// submission queue is full (flush first).
+    func prepare(_ operation: IOOperation, tag: UInt64) -> Bool {
+        guard let sqe = io_uring_get_sqe(ring) else { return false }
+        switch operation {
+        case let .read(fd, offset, buffer):
+            io_uring_prep_read(sqe, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(offset))
+        case let .write(fd, offset, data):
+            io_uring_prep_write(sqe, fd, data.baseAddress, UInt32(data.count), UInt64(offset))
+        case let .fsync(fd, dataOnly):
+            io_uring_prep_fsync(sqe, fd, dataOnly ? UInt32(IORING_FSYNC_DATASYNC) : 0)
+        case let .fallocate(fd, mode, offset, length):
+            io_uring_prep_fallocate(sqe, fd, mode, off_t(offset), off_t(length))
+        }
+        io_uring_sqe_set_data64(sqe, tag)
+        return true
+    }
+
+    /// Entries prepared and not yet handed to the kernel.
+    var unsubmitted: Int { Int(io_uring_sq_ready(ring)) }
+
+    /// Hands every prepared entry to the kernel (io_uring_enter); returns how many it took, or
+    /// the errno (EINTR, EAGAIN and EBUSY mean "try again later").
+    func submit() -> Result<Int, Errno> {
+        let result = io_uring_submit(ring)
+        return result >= 0 ? .success(Int(result)) : .failure(Errno(rawValue: -result))
+    }
+
+    /// Takes every completion that is ready, in order: (tag, result).
+    func drain(_ body: (UInt64, Int32) -> Void) -> Int {
+        var count = 0
+        var cqe: UnsafeMutablePointer<io_uring_cqe>?
+        while io_uring_peek_cqe(ring, &cqe) == 0, let entry = cqe {
+            let tag = entry.pointee.user_data, result = entry.pointee.res
+            io_uring_cqe_seen(ring, entry)
+            body(tag, result)
+            count += 1
+        }
+        return count
+    }
+
+    /// Sleeps until at least one completion is ready (EINTR ends the wait early).
+    func waitForCompletion() {
+        var cqe: UnsafeMutablePointer<io_uring_cqe>?
+        _ = io_uring_wait_cqe(ring, &cqe)   // leaves the entry for `drain`
+    }
+}

@@ -1,0 +1,51 @@
+import FerrySystem
+
+/// The reference engine: each operation runs at `submit` with the plain syscall on the calling
+/// thread, and its completion waits in a small queue until `reap`. Used where io_uring is not
+/// available, and by tests as the result every engine must give.
+public final class SyncIOEngine: IOEngine {
+    public var kind: IOEngineKind { .sync }
+    public let depth: Int
+    public var inFlight: Int { ready.count }
+    public var completionFD: Int32? { nil }
+    private var ready: [IOCompletion] = []
+
+    public init(depth: Int) {
+        self.depth = depth
+        ready.reserveCapacity(depth)
+    }
+
+    public func submit(_ operation: IOOperation, slot: Int) {
+        precondition(ready.count < depth, "more operations in flight than slots")
+        ready.append(IOCompletion(slot: slot, result: SyncIOEngine.run(operation)))
+    }
+
+    public func flush() {}
+
+    @discardableResult
+    public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
+        let count = ready.count
+        for completion in ready { body(completion) }
+        ready.removeAll(keepingCapacity: true)
+        return count
+    }
+
+    /// Runs `operation` with the plain syscall; returns its result or -errno.
+    static func run(_ operation: IOOperation) -> Int32 {
+        do throws(Errno) {
+            switch operation {
+            case let .read(fd, offset, buffer):
+                return Int32(try Host.pread(fd, into: buffer, offset: offset))
+            case let .write(fd, offset, data):
+                return Int32(try Host.pwrite(fd, data, offset: offset))
+            case let .fsync(fd, dataOnly):
+                try Host.fsync(fd, dataOnly: dataOnly)
+            case let .fallocate(fd, mode, offset, length):
+                try Host.fallocate(fd, mode: mode, offset: offset, length: length)
+            }
+            return 0
+        } catch {
+            return -error.rawValue
+        }
+    }
+}
