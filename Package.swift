@@ -51,11 +51,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryTransport", "FerryEngine", "FerryFS", "FerryNotify", "FerrySystem",
+            "FerryTransport", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        // Both I/O engines on real files: io_uring held to the sync engine's results.
+        .testTarget(name: "FerryIOTests", dependencies: ["FerryIO", "FerrySystem"]),
         // The change ring and invalidation batching, without a mount.
         .testTarget(name: "FerryNotifyTests", dependencies: ["FerryNotify", "FerryProtocol", "FerrySystem"]),
         // The engine and filesystem driven with raw request bytes on a scratch directory (no mount).

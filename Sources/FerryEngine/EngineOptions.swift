@@ -1,3 +1,4 @@
+import FerryIO
 import FerryProtocol
 
 /// How long the kernel may cache names, attributes and data.
@@ -41,6 +42,11 @@ public struct EngineOptions: Sendable {
     /// server may register backing files (CAP_SYS_ADMIN) and the writeback cache is off; the
     /// kernel may still decline it at INIT.
     public var passthrough = false
+    /// The I/O core's engine for READ, WRITE, FSYNC and FALLOCATE (falls back to sync where
+    /// io_uring cannot be set up).
+    public var ioEngine = IOEngineKind.sync
+    /// Data requests each reader thread keeps in flight on its I/O engine.
+    public var ioDepth = 16
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}

@@ -32,6 +32,9 @@ extension FUSEEngine {
             throw Errno.io
         }
         becomeCaller(h, worker)
+        if !request.operation.isData {
+            worker.data.io.flush()   // queued reads start before this request's own syscalls
+        }
         let timeout = options.cache.timeout
         switch request.operation {
         case let .lookup(name):
@@ -82,19 +85,8 @@ extension FUSEEngine {
             let (e, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
             writer.append(entry(e))
             appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
-        case let .read(io):
-            let limit = min(Int(io.size), Int(options.maxWrite))
-            try writer.appendInPlace(upTo: limit) { (buffer) throws(Errno) in
-                try fs.read(fh: io.fh, offset: io.offset, into: buffer)
-            }
-        case let .write(io, data):
-            let pageCache = io.ioFlags & RequestFlags.writeCache != 0
-            let written = try data.withUnsafeBytes { raw in
-                Result { () throws(Errno) in
-                    try fs.write(fh: io.fh, offset: io.offset, data: raw, pageCache: pageCache)
-                }
-            }.get()
-            writer.append(UInt32(written)); writer.append(UInt32(0))
+        case .read, .write, .fsync, .fsyncdir, .fallocate:
+            return try submitData(request, worker: worker)
         case let .flush(fh, lockOwner):
             if options.posixLocks { fs.locks.flush(nodeID: h.nodeID, owner: lockOwner) }
             try fs.flush(fh: fh)
@@ -102,8 +94,6 @@ extension FUSEEngine {
             if options.posixLocks { fs.locks.release(fh: fh) }
             backing.released(fh: fh)   // before the descriptor (and so the number fh) is freed
             try fs.release(fh: fh)
-        case let .fsync(fh, flags), let .fsyncdir(fh, flags):
-            try fs.fsync(fh: fh, dataOnly: flags & RequestFlags.fsyncDataOnly != 0)
         case .opendir:
             let fh = try fs.opendir(ctx, nodeID: h.nodeID)
             writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: true))
@@ -129,8 +119,6 @@ extension FUSEEngine {
             try fs.removexattr(ctx, nodeID: h.nodeID, name: name)
         case let .access(mask):
             try fs.access(ctx, nodeID: h.nodeID, mask: mask)
-        case let .fallocate(fh, offset, length, mode):
-            try fs.fallocate(fh: fh, mode: mode, offset: offset, length: length)
         case let .lseek(fh, offset, whence):
             writer.append(try fs.lseek(fh: fh, offset: offset, whence: whence))
         case let .copyFileRange(c):

@@ -1,4 +1,5 @@
 import FerryFS
+import FerryIO
 import FerryProtocol
 import FerrySystem
 import Glibc
@@ -29,6 +30,8 @@ public final class FUSEEngine: Sendable {
     let closeOrdering = CloseOrdering()
     /// Backing ids of the files the kernel reads and writes directly (FUSE passthrough).
     let backing: BackingFiles
+    /// Makes each worker's I/O engine (io_uring, or the sync fallback).
+    public let ioEngines: IOEngineFactory
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
@@ -36,6 +39,7 @@ public final class FUSEEngine: Sendable {
         self.logger = logger
         self.switchCredentials = geteuid() == 0
         self.backing = BackingFiles(logger: logger)
+        self.ioEngines = IOEngineFactory(kind: options.ioEngine, depth: options.ioDepth, logger: logger)
     }
 
     /// Gives the engine the connection's /dev/fuse descriptor, for the passthrough ioctls
@@ -67,15 +71,10 @@ public final class FUSEEngine: Sendable {
                            kick: (@Sendable () -> Void)? = nil) -> Worker {
         let progress = kick.map { ReaderProgress(kick: $0) }
         if let progress { closeOrdering.add(progress) }
+        let data = DataSlots(io: ioEngines.make(), requestCapacity: options.requestBufferSize,
+                             replyCapacity: options.replyBufferSize)
         return Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
-                      notifications: notifications, progress: progress)
-    }
-
-    /// A buffer to read requests into, one per reader thread: a WRITE's data lands on a page
-    /// boundary, so a host file opened with O_DIRECT takes it as it is (protocol/fuse-abi.md,
-    /// "Buffer layout").
-    public func makeRequestBuffer() -> MessageBuffer {
-        MessageBuffer(capacity: options.requestBufferSize, alignedAt: FUSEABI.writePayloadOffset)
+                      notifications: notifications, progress: progress, data: data)
     }
 
     /// Reader threads call this before each wait for a request (see `CloseOrdering`).
@@ -134,6 +133,8 @@ public final class FUSEEngine: Sendable {
         case replied
         /// No reply is sent for this request (FORGET, INTERRUPT).
         case silent
+        /// The I/O core runs it; `completeData` sends the reply.
+        case submitted
         /// The reply is sent later, through the reply sink (a blocking lock).
         case deferred
         /// Answer with this errno.
@@ -152,6 +153,9 @@ public final class FUSEEngine: Sendable {
             return .noReply
         case .deferred:
             logRequest(header, result: "waiting")
+            return .noReply
+        case .submitted:
+            logRequest(header, result: "in flight")
             return .noReply
         case .replied:
             ReplyFraming.finishSuccess(&writer, unique: header.unique)

@@ -24,10 +24,13 @@ public final class Worker {
     private let notificationBuffer = MessageBuffer(capacity: FUSENotification.maxSize)
     /// The reader thread's place in lock ordering (nil for a worker that reads nothing itself).
     let progress: ReaderProgress?
+    /// Its data requests in flight on its I/O engine, and the buffers requests are read into.
+    let data: DataSlots
 
     /// Creates the state for the calling thread; gives the thread its own umask.
     init(options: EngineOptions, switchCredentials: Bool, deferredReplies: @escaping DeferredReplySink,
-         notifications: @escaping NotificationSink, progress: ReaderProgress?) {
+         notifications: @escaping NotificationSink, progress: ReaderProgress?, data: DataSlots) {
+        self.data = data
         self.deferredReplies = deferredReplies
         self.notifications = notifications
         self.progress = progress
@@ -37,6 +40,24 @@ public final class Worker {
         try? ThreadCredentials.unshareFilesystemContext()
         credentials.setUmask(0)
     }
+
+    /// Where to read the next request: a free slot's buffer, placed so that a WRITE's data lands
+    /// on a page boundary (an O_DIRECT host file takes it as it is; protocol/fuse-abi.md,
+    /// "Buffer layout"). Only while `canTakeRequest`.
+    public var requestBuffer: MessageBuffer { data.current.request }
+
+    /// Whether a request can be read now: false while every slot of the I/O engine is in flight
+    /// (then `FUSEEngine.completeData(wait: true)` frees one).
+    public var canTakeRequest: Bool { data.hasFreeSlot }
+
+    /// Data requests in flight on this worker's I/O engine.
+    public var dataInFlight: Int { data.inFlight }
+
+    /// A descriptor that is readable when data requests completed (nil: they complete at once).
+    public var completionFD: Int32? { data.io.completionFD }
+
+    /// Starts the data requests queued on the I/O engine (before the thread sleeps).
+    public func startQueuedData() { data.io.flush() }
 
     /// Encodes and writes `notification` on this worker's channel; returns 0 or the errno.
     func sendNotification(_ notification: FUSENotification) -> Int32 {

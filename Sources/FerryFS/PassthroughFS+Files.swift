@@ -1,8 +1,8 @@
 import FerrySystem
 import Glibc
 
-/// Open files: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK,
-/// COPY_FILE_RANGE, IOCTL.
+/// Open files: OPEN, CREATE, TMPFILE, FLUSH, RELEASE, LSEEK, COPY_FILE_RANGE, IOCTL, and the
+/// open files that READ, WRITE, FSYNC and FALLOCATE run on (their I/O is the I/O core's).
 extension PassthroughFS {
     /// The flags to reopen a file with: the kernel's flags without the ones that only made
     /// sense for the name lookup, adjusted for the writeback cache.
@@ -110,22 +110,17 @@ extension PassthroughFS {
         }
     }
 
-    /// READ into `buffer`; returns the bytes read (fewer at end of file).
-    public func read(fh: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        let file = try openFiles.get(fh)
-        return try withExtendedLifetime(file) { () throws(Errno) -> Int in
-            try Host.pread(file.fd.rawValue, into: buffer, offset: Int64(bitPattern: offset))
-        }
+    /// The open file behind `fh`, for a READ or FSYNC the I/O core runs on it.
+    public func openFile(_ fh: UInt64) throws(Errno) -> OpenFileTable.OpenFile {
+        try openFiles.get(fh)
     }
 
-    /// WRITE of `data`; returns the bytes written. `pageCache`: the kernel is writing back
-    /// cached pages (FUSE_WRITE_CACHE), which never go through O_DIRECT (`OpenFile.pageCacheFD`).
-    public func write(fh: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, pageCache: Bool = false) throws(Errno) -> Int {
+    /// The open file behind `fh`, for a WRITE or FALLOCATE (EROFS on a read-only export).
+    /// A WRITE that the kernel marks FUSE_WRITE_CACHE goes to `OpenFile.pageCacheFD` if there
+    /// is one: the page cache never writes through O_DIRECT.
+    public func writableFile(_ fh: UInt64) throws(Errno) -> OpenFileTable.OpenFile {
         try checkWritable()
-        let file = try openFiles.get(fh)
-        return try withExtendedLifetime(file) { () throws(Errno) -> Int in
-            try Host.pwrite(file.descriptor(forPageCacheWrite: pageCache), data, offset: Int64(bitPattern: offset))
-        }
+        return try openFiles.get(fh)
     }
 
     /// FLUSH (each close(2) of a descriptor): what a local close does, close(dup(fd)).
@@ -137,20 +132,6 @@ extension PassthroughFS {
     /// RELEASE and RELEASEDIR (last close): drops the handle.
     public func release(fh: UInt64) throws(Errno) {
         guard openFiles.remove(fh) != nil else { throw Errno.badFD }
-    }
-
-    /// FSYNC and FSYNCDIR.
-    public func fsync(fh: UInt64, dataOnly: Bool) throws(Errno) {
-        let file = try openFiles.get(fh)
-        try Host.fsync(file.fd.rawValue, dataOnly: dataOnly)
-    }
-
-    /// FALLOCATE with any mode the host accepts (punch hole, zero range, collapse, ...).
-    public func fallocate(fh: UInt64, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {
-        try checkWritable()
-        let file = try openFiles.get(fh)
-        try Host.fallocate(file.fd.rawValue, mode: Int32(bitPattern: mode), offset: Int64(bitPattern: offset),
-                           length: Int64(bitPattern: length))
     }
 
     /// LSEEK (SEEK_DATA / SEEK_HOLE; the kernel handles SET/CUR/END itself).

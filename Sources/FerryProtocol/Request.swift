@@ -121,6 +121,15 @@ public enum Operation {
     case setlk(LockIn, blocking: Bool)
     /// An opcode Ferry knows of but does not serve, or does not know; answered with ENOSYS.
     case unsupported(opcode: UInt32)
+
+    /// Whether the request moves or syncs file data (READ, WRITE, FSYNC, FSYNCDIR, FALLOCATE):
+    /// the requests the I/O core runs.
+    public var isData: Bool {
+        switch self {
+        case .read, .write, .fsync, .fsyncdir, .fallocate: return true
+        default: return false
+        }
+    }
 }
 
 /// Turns request bytes into a `Request`. Pure and total: any input yields a request or a

@@ -123,9 +123,12 @@ public final class EventCounter: Sendable {
     }
 
     /// Resets the counter to 0 (after a wake-up).
-    public func drain() {
+    public func drain() { EventCounter.drain(fd.rawValue) }
+
+    /// Resets the counter of the non-blocking eventfd `eventFD` to 0.
+    public static func drain(_ eventFD: Int32) {
         var value: UInt64 = 0
-        _ = Glibc.read(fd.rawValue, &value, 8)
+        _ = Glibc.read(eventFD, &value, 8)
     }
 }
 

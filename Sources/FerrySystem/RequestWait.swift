@@ -1,5 +1,6 @@
 import CFerrySys
 import Glibc
+import Synchronization
 
 /// Where a FUSE reader thread sleeps until its /dev/fuse descriptor has a request, or until
 /// another thread kicks it awake: an epoll instance watching the descriptor (EPOLLEXCLUSIVE,
@@ -18,6 +19,8 @@ public final class RequestWait: Sendable {
         public var requestReady: Bool
         /// Another thread called `kick`.
         public var kicked: Bool
+        /// The descriptor given to `watchCompletions` became readable (it is drained).
+        public var completions: Bool
     }
 
     /// Watches `fuseFD`, which must be non-blocking (the request may go to another reader).
@@ -28,20 +31,34 @@ public final class RequestWait: Sendable {
         _ = try checked { ferry_epoll_add_readable(epoll.rawValue, kicks.fd.rawValue, 0, RequestWait.kickTag) }
     }
 
-    private static let requestTag: UInt64 = 0, kickTag: UInt64 = 1
+    private static let requestTag: UInt64 = 0, kickTag: UInt64 = 1, completionTag: UInt64 = 2
+    /// The eventfd of the reader's I/O engine, if it watches one (-1: none).
+    private let completionFD = Atomic<Int32>(-1)
+
+    /// Also ends waits when `eventFD` (an eventfd that an I/O engine signals on completions)
+    /// becomes readable. Call once, from the reader thread, before it waits.
+    public func watchCompletions(_ eventFD: Int32) throws(Errno) {
+        _ = try checked { ferry_epoll_add_readable(epoll.rawValue, eventFD, 0, RequestWait.completionTag) }
+        completionFD.store(eventFD, ordering: .relaxed)
+    }
 
     /// Sleeps until a request is ready or a kick arrives; nil on EINTR (a signal).
     public func wait() -> Woken? {
-        var tags: (UInt64, UInt64) = (0, 0)
+        var tags: (UInt64, UInt64, UInt64) = (0, 0, 0)
         let n = withUnsafeMutablePointer(to: &tags) { pointer in
-            pointer.withMemoryRebound(to: UInt64.self, capacity: 2) { ferry_epoll_wait(epoll.rawValue, $0, 2, -1) }
+            pointer.withMemoryRebound(to: UInt64.self, capacity: 3) { ferry_epoll_wait(epoll.rawValue, $0, 3, -1) }
         }
         guard n > 0 else { return nil }
-        var woken = Woken(requestReady: false, kicked: false)
-        for tag in [tags.0, tags.1].prefix(Int(n)) {
-            if tag == RequestWait.requestTag { woken.requestReady = true } else { woken.kicked = true }
+        var woken = Woken(requestReady: false, kicked: false, completions: false)
+        for tag in [tags.0, tags.1, tags.2].prefix(Int(n)) {
+            switch tag {
+            case RequestWait.requestTag: woken.requestReady = true
+            case RequestWait.kickTag: woken.kicked = true
+            default: woken.completions = true
+            }
         }
         if woken.kicked { kicks.drain() }
+        if woken.completions { EventCounter.drain(completionFD.load(ordering: .relaxed)) }
         return woken
     }
 

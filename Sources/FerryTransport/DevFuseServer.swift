@@ -86,7 +86,7 @@ public final class DevFuseServer: Sendable {
 
     private func answerInit() throws {
         let worker = engine.makeWorker()
-        let buffer = engine.makeRequestBuffer()
+        let buffer = worker.requestBuffer
         while engine.session == nil {
             switch DevFuseDevice.read(mount.fd, into: buffer) {
             case .retry: continue
@@ -115,14 +115,31 @@ public final class DevFuseServer: Sendable {
             let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
         }, notifications: { message in DevFuseDevice.send(fd, message) }, kick: { wait.kick() })
-        defer { engine.retire(worker) }
-        let buffer = engine.makeRequestBuffer()
+        if let completions = worker.completionFD {
+            do { try wait.watchCompletions(completions) } catch {
+                logger.error("reader cannot wait for I/O completions: \(error)")
+                engine.retire(worker)
+                return
+            }
+        }
+        let send = { (reply: ByteView) in DevFuseDevice.write(fd, reply) }
+        defer {
+            engine.drainData(worker, send: send)   // the kernel may still write into their buffers
+            engine.retire(worker)
+        }
         while true {
+            // Replies of data requests the I/O engine finished; with every slot in flight, wait for one.
+            guard engine.completeData(worker, wait: !worker.canTakeRequest, send: send) else { return }
+            guard worker.canTakeRequest else { continue }
+            let buffer = worker.requestBuffer
             engine.waitingForRequest(worker)
             // A request is often already queued: read first, sleep only when there is none.
             var result = DevFuseDevice.read(fd, into: buffer)
-            if case .retry = result, let woken = wait.wait(), woken.requestReady {
-                result = DevFuseDevice.read(fd, into: buffer)   // .retry if another reader took it
+            if case .retry = result {
+                worker.startQueuedData()
+                if let woken = wait.wait(), woken.requestReady {
+                    result = DevFuseDevice.read(fd, into: buffer)   // .retry if another reader took it
+                }
             }
             if case let .request(n) = result {
                 engine.stoppedWaiting(worker, request: buffer.view(count: n))
@@ -135,7 +152,7 @@ public final class DevFuseServer: Sendable {
             case .closed: return
             case let .request(n):
                 if case let .reply(bytes) = engine.handle(buffer.view(count: n), worker: worker) {
-                    if !DevFuseDevice.write(fd, bytes) { return }
+                    if !send(bytes) { return }
                 }
             }
         }

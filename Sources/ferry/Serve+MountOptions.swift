@@ -1,5 +1,6 @@
 import FerryEngine
 import FerryFS
+import FerryIO
 import FerryNotify
 import Logging
 
@@ -14,6 +15,8 @@ extension Serve {
             case "cache": serve.cache = try Serve.value(CacheMode(rawValue: value), for: option)
             case "passthrough": serve.passthrough = try Serve.value(PassthroughChoice(rawValue: value), for: option)
             case "threads": serve.threads = try Serve.value(Int(value), for: option)
+            case "io-engine": serve.ioEngine = try Serve.value(IOEngineKind(rawValue: value), for: option)
+            case "io-depth": serve.ioDepth = try Serve.value(Int(value), for: option)
             case "inode-file-handles": serve.inodeFileHandles = try Serve.value(InodeFileHandles(rawValue: value), for: option)
             case "notify-watcher": serve.notifyWatcher = try Serve.value(WatcherChoice(rawValue: value), for: option)
             case "notify-ring-size": serve.notifyRingSize = try Serve.value(Int(value), for: option)

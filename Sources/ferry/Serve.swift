@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryEngine
 import FerryFS
+import FerryIO
 import FerryNotify
 import FerrySystem
 import FerryTransport
@@ -10,6 +11,7 @@ import Logging
 extension CacheMode: ExpressibleByArgument {}
 extension InodeFileHandles: ExpressibleByArgument {}
 extension WatcherChoice: ExpressibleByArgument {}
+extension IOEngineKind: ExpressibleByArgument {}
 
 /// `--passthrough auto|never`.
 enum PassthroughChoice: String, CaseIterable, ExpressibleByArgument {
@@ -55,6 +57,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Request threads (default: twice the core count, at least 4).")
     var threads: Int?
 
+    @Option(help: "I/O engine for the reads, writes, fsyncs and fallocates Ferry performs: uring (io_uring, batched and asynchronous; falls back to sync where io_uring cannot be set up) or sync (pread/pwrite on the request thread).")
+    var ioEngine: IOEngineKind = .uring
+
+    @Option(help: "Data requests each request thread keeps in flight on the I/O engine (1-256).")
+    var ioDepth: Int = 16
+
     @Option(help: "How inodes are remembered: never (an fd each), prefer (file handles where possible), mandatory.")
     var inodeFileHandles: InodeFileHandles = .prefer
 
@@ -93,6 +101,7 @@ struct Serve: ParsableCommand {
         let serve: Serve
         do { serve = try applying(try MountOptionList(mountOptions)) } catch { throw ValidationError(error.description) }
         if let threads = serve.threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        if serve.ioDepth < 1 || serve.ioDepth > 256 { throw ValidationError("--io-depth must be between 1 and 256") }
         let ringSize = serve.notifyRingSize
         if ringSize < 2 || ringSize > 1 << 20 || ringSize & (ringSize - 1) != 0 {
             throw ValidationError("--notify-ring-size must be a power of two between 2 and 1048576")
@@ -183,6 +192,8 @@ struct Serve: ParsableCommand {
         engineOptions.flockLocks = !noFlock
         engineOptions.posixACLs = !noXattr
         engineOptions.passthrough = passthroughAllowed(logger: logger)
+        engineOptions.ioEngine = ioEngineAvailable(logger: logger)
+        engineOptions.ioDepth = ioDepth
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
@@ -223,6 +234,16 @@ struct Serve: ParsableCommand {
         notifier?.stop()
         if stats { report.print() }
         logger.info("unmounted; exiting")
+    }
+
+    /// The I/O engine to run: `--io-engine`, or sync where io_uring cannot be set up (one log line).
+    private func ioEngineAvailable(logger: Logger) -> IOEngineKind {
+        if ioEngine == .uring, case let .failure(error) = IOEngineFactory.uringAvailable() {
+            logger.warning("io_uring cannot be set up here (\(error)); using the sync I/O engine")
+            return .sync
+        }
+        logger.info("I/O engine: \(ioEngine == .uring ? "io_uring" : "sync (pread/pwrite)"), \(ioDepth) data request(s) in flight per thread")
+        return ioEngine
     }
 
     /// Whether to offer FUSE passthrough at INIT; when not, says why in one log line (when it

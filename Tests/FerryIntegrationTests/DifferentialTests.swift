@@ -33,6 +33,11 @@ final class DifferentialTests: XCTestCase {
     /// The walks above run with passthrough (the default for root); these without it.
     func testWithoutPassthroughMatchesTheHost() throws { try walk(["--passthrough", "never"], seeds: [1]) }
 
+    /// Without passthrough Ferry moves the data with its I/O engine: io_uring above, sync here.
+    func testSyncEngineWithoutPassthroughMatchesTheHost() throws {
+        try walk(["--passthrough", "never", "--io-engine", "sync"], seeds: [2])
+    }
+
     func testCacheAlwaysWithoutPassthroughMatchesTheHost() throws {
         try walk(["--cache", "always", "--passthrough", "never"], seeds: [4])
     }

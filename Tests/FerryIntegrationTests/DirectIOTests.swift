@@ -32,6 +32,11 @@ final class DirectIOTests: XCTestCase {
     /// Ferry's own data path: page-aligned payloads in its request and reply buffers.
     func testDirectIOMatchesTheHostWithoutPassthrough() throws { try check(["--passthrough", "never"]) }
 
+    /// The same through the sync I/O engine (the default is io_uring).
+    func testDirectIOMatchesTheHostWithTheSyncEngine() throws {
+        try check(["--passthrough", "never", "--io-engine", "sync"])
+    }
+
     func testDirectIOMatchesTheHostWithCacheAlways() throws { try check(["--cache", "always", "--passthrough", "never"]) }
 
     /// `--cache never` answers every open with FOPEN_DIRECT_IO; the client's O_DIRECT still

@@ -1,0 +1,186 @@
+import FerryIO
+import Foundation
+import FerrySystem
+import Glibc
+import XCTest
+
+/// Both I/O engines run the same operations on real files and must give the same results:
+/// the sync engine (plain syscalls) is the reference the io_uring engine is held to.
+final class IOEngineTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        var template = Array("/tmp/ferry-io-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw XCTSkip("mkdtemp failed") }
+        directory = String(cString: made)
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func engines(depth: Int) throws -> [IOEngine] {
+        [SyncIOEngine(depth: depth), try UringIOEngine(depth: depth)]
+    }
+
+    private func open(_ name: String, _ flags: Int32 = O_RDWR | O_CREAT) throws -> Int32 {
+        let fd = Glibc.open("\(directory)/\(name)", flags | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw XCTSkip("open \(name) with flags \(flags): errno \(errno)") }
+        return fd
+    }
+
+    /// Submits `operation`, flushes and waits for its completion; returns the result.
+    private func run(_ engine: IOEngine, _ operation: IOOperation, slot: Int = 0) -> Int32 {
+        engine.submit(operation, slot: slot)
+        engine.flush()
+        var result: Int32?
+        while result == nil {
+            engine.reap(wait: true) { completion in
+                XCTAssertEqual(completion.slot, slot)
+                result = completion.result
+            }
+        }
+        XCTAssertEqual(engine.inFlight, 0)
+        return result!
+    }
+
+    func testReadsAndWritesGiveTheHostsBytesAndCounts() throws {
+        for engine in try engines(depth: 4) {
+            let fd = try open("rw-\(engine.kind)")
+            defer { close(fd) }
+            let data = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let written = data.withUnsafeBytes { run(engine, .write(fd: fd, offset: 100, data: $0)) }
+            XCTAssertEqual(written, 10_000, "\(engine.kind)")
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 20_000, alignment: 4096)
+            defer { buffer.deallocate() }
+            // A read past the end returns what there is, as pread does.
+            XCTAssertEqual(run(engine, .read(fd: fd, offset: 100, buffer: buffer)), 10_000, "\(engine.kind)")
+            XCTAssertEqual(Array(buffer.prefix(10_000)), data, "\(engine.kind)")
+            XCTAssertEqual(run(engine, .read(fd: fd, offset: 50_000, buffer: buffer)), 0, "\(engine.kind)")
+            XCTAssertEqual(run(engine, .fsync(fd: fd, dataOnly: false)), 0)
+            XCTAssertEqual(run(engine, .fsync(fd: fd, dataOnly: true)), 0)
+        }
+    }
+
+    func testErrorsAreTheSyscallsErrors() throws {
+        for engine in try engines(depth: 2) {
+            let readOnly = try open("ro-\(engine.kind)")
+            close(readOnly)
+            let fd = try open("ro-\(engine.kind)", O_RDONLY)
+            defer { close(fd) }
+            let byte: [UInt8] = [1]
+            XCTAssertEqual(byte.withUnsafeBytes { run(engine, .write(fd: fd, offset: 0, data: $0)) }, -EBADF, "\(engine.kind)")
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+            defer { buffer.deallocate() }
+            XCTAssertEqual(run(engine, .read(fd: 9_999, offset: 0, buffer: buffer)), -EBADF, "\(engine.kind)")
+            XCTAssertEqual(run(engine, .fallocate(fd: fd, mode: 0, offset: 0, length: 4096)), -EBADF, "\(engine.kind)")
+        }
+    }
+
+    func testODirectRefusesWhatTheHostRefuses() throws {
+        for engine in try engines(depth: 2) {
+            let plain = try open("direct-\(engine.kind)")
+            let block = [UInt8](repeating: 0x5a, count: 8192)
+            _ = block.withUnsafeBytes { pwrite(plain, $0.baseAddress, 8192, 0) }
+            close(plain)
+            let fd = Glibc.open("\(directory)/direct-\(engine.kind)", O_RDWR | HostFlags.oDirect | O_CLOEXEC)
+            guard fd >= 0 else { throw XCTSkip("the file system under /tmp refuses O_DIRECT") }
+            defer { close(fd) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192 + 1, alignment: 4096)
+            defer { buffer.deallocate() }
+            let aligned = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<4096])
+            let misaligned = UnsafeMutableRawBufferPointer(rebasing: buffer[1..<4097])
+            let reference = SyncIOEngine(depth: 1)
+            XCTAssertEqual(run(engine, .read(fd: fd, offset: 4096, buffer: aligned)), 4096, "\(engine.kind)")
+            XCTAssertEqual(run(engine, .read(fd: fd, offset: 1, buffer: aligned)),
+                           run(reference, .read(fd: fd, offset: 1, buffer: aligned)), "\(engine.kind): unaligned offset")
+            XCTAssertEqual(run(engine, .read(fd: fd, offset: 0, buffer: misaligned)),
+                           run(reference, .read(fd: fd, offset: 0, buffer: misaligned)), "\(engine.kind): unaligned memory")
+        }
+    }
+
+    func testFallocatePunchesHolesLikeTheSyscall() throws {
+        for engine in try engines(depth: 1) {
+            let fd = try open("fallocate-\(engine.kind)")
+            defer { close(fd) }
+            XCTAssertEqual(run(engine, .fallocate(fd: fd, mode: 0, offset: 0, length: 65536)), 0)
+            var st = stat()
+            fstat(fd, &st)
+            XCTAssertEqual(st.st_size, 65536, "\(engine.kind)")
+            let punch: Int32 = 0x02 | 0x01   // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+            XCTAssertEqual(run(engine, .fallocate(fd: fd, mode: punch, offset: 0, length: 4096)), 0, "\(engine.kind)")
+            let invalid = IOOperation.fallocate(fd: fd, mode: 0x7777, offset: 0, length: 1)
+            let refused = run(engine, invalid)
+            XCTAssertLessThan(refused, 0, "\(engine.kind): an unknown mode is refused")
+            XCTAssertEqual(refused, run(SyncIOEngine(depth: 1), invalid), "\(engine.kind)")
+        }
+    }
+
+    /// Many operations in flight at once, completed in any order, each with its own result:
+    /// a random mix on one engine leaves the file as the same mix on the reference does.
+    func testAFullQueueOfMixedOperationsMatchesTheReference() throws {
+        let depth = 16
+        var contents: [[UInt8]] = []
+        for engine in try engines(depth: depth) {
+            let fd = try open("mixed-\(engine.kind)")
+            defer { close(fd) }
+            var generator = SplitMix(seed: 42)
+            let blocks = (0..<depth).map { i in [UInt8](repeating: UInt8(i + 1), count: 4096 + i * 512) }
+            let readBuffers = (0..<depth).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096) }
+            defer { readBuffers.forEach { $0.deallocate() } }
+            for round in 0..<50 {
+                // Disjoint ranges per slot, so the outcome does not depend on completion order.
+                for slot in 0..<depth {
+                    let offset = Int64(slot) * 16_384 + Int64(generator.next() % 4096)
+                    if round % 2 == 0 {
+                        blocks[slot].withUnsafeBytes { engine.submit(.write(fd: fd, offset: offset, data: $0), slot: slot) }
+                    } else {
+                        engine.submit(.read(fd: fd, offset: offset, buffer: readBuffers[slot]), slot: slot)
+                    }
+                }
+                XCTAssertEqual(engine.inFlight, depth)
+                engine.flush()
+                var seen = Set<Int>()
+                while seen.count < depth {
+                    engine.reap(wait: true) { completion in
+                        XCTAssertTrue(seen.insert(completion.slot).inserted)
+                        if round % 2 == 0 { XCTAssertEqual(Int(completion.result), blocks[completion.slot].count) }
+                        else { XCTAssertGreaterThan(completion.result, 0) }
+                    }
+                }
+            }
+            var st = stat()
+            fstat(fd, &st)
+            var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+            _ = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            contents.append(bytes)
+        }
+        XCTAssertEqual(contents[0], contents[1])
+    }
+
+    func testCompletionsSignalTheEventFD() throws {
+        let engine = try UringIOEngine(depth: 2)
+        guard let eventFD = engine.completionFD else { return XCTFail("the io_uring engine has no completion descriptor") }
+        XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 0), [false])
+        let fd = try open("event")
+        defer { close(fd) }
+        engine.submit(.fsync(fd: fd, dataOnly: false), slot: 1)
+        engine.flush()
+        XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 5_000), [true])
+        XCTAssertEqual(engine.reap(wait: false) { XCTAssertEqual($0.slot, 1) }, 1)
+    }
+}
+
+/// A small deterministic random generator for repeatable workloads.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
