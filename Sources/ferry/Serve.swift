@@ -97,6 +97,9 @@ struct Serve: ParsableCommand {
     @Option(help: .hidden)
     var readyFd: Int32?
 
+    @Flag(help: "Print the configuration Ferry would run with here (passthrough, I/O engine, transport, and why), then exit without mounting.")
+    var explain = false
+
     func validate() throws {
         let serve: Serve
         do { serve = try applying(try MountOptionList(mountOptions)) } catch { throw ValidationError(error.description) }
@@ -157,6 +160,10 @@ struct Serve: ParsableCommand {
 
     private func serve(_ list: MountOptionList, logger: Logger) throws {
         try Preflight.check(source: source, mountpoint: mountpoint)
+        if explain {
+            explainConfiguration()
+            return
+        }
         let root = geteuid() == 0
         if !root {
             logger.notice("running as uid \(geteuid()), not root: every request runs with this user's rights (no credential switching)")
@@ -191,8 +198,10 @@ struct Serve: ParsableCommand {
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
         engineOptions.posixACLs = !noXattr
-        engineOptions.passthrough = passthroughAllowed(logger: logger)
-        engineOptions.ioEngine = ioEngineAvailable(logger: logger)
+        let chosen = AutoConfiguration(self)
+        logger.info("configuration: \(chosen.summary)")
+        engineOptions.passthrough = chosen.passthrough
+        engineOptions.ioEngine = chosen.ioEngine
         engineOptions.ioDepth = ioDepth
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
@@ -236,31 +245,15 @@ struct Serve: ParsableCommand {
         logger.info("unmounted; exiting")
     }
 
-    /// The I/O engine to run: `--io-engine`, or sync where io_uring cannot be set up (one log line).
-    private func ioEngineAvailable(logger: Logger) -> IOEngineKind {
-        if ioEngine == .uring, case let .failure(error) = IOEngineFactory.uringAvailable() {
-            logger.warning("io_uring cannot be set up here (\(error)); using the sync I/O engine")
-            return .sync
+    /// `--explain`: the decisions, one per line, and the settings given.
+    private func explainConfiguration() {
+        let chosen = AutoConfiguration(self)
+        print("ferry serve \(source) \(mountpoint) would run with:")
+        for decision in chosen.decisions {
+            print("  \(decision.setting): \(decision.value)\n      because \(decision.reason)")
         }
-        logger.info("I/O engine: \(ioEngine == .uring ? "io_uring" : "sync (pread/pwrite)"), \(ioDepth) data request(s) in flight per thread")
-        return ioEngine
-    }
-
-    /// Whether to offer FUSE passthrough at INIT; when not, says why in one log line (when it
-    /// is offered, the engine logs at INIT whether the kernel took it).
-    private func passthroughAllowed(logger: Logger) -> Bool {
-        let why: String
-        if passthrough == .never {
-            why = "--passthrough never"
-        } else if writeback {
-            why = "--writeback was given, and the kernel cannot combine the writeback cache with passthrough"
-        } else if let reason = FUSEBackingDevice.whyNotPrivileged() {
-            why = "\(reason), which FUSE_DEV_IOC_BACKING_OPEN needs"
-        } else {
-            return true
-        }
-        logger.info("passthrough off: \(why); every read and write goes through Ferry")
-        return false
+        let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
     }
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from

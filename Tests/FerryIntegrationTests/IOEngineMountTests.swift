@@ -30,7 +30,7 @@ final class IOEngineMountTests: XCTestCase {
         defer { server.stop() }
         let result = try fio(server.mountpoint, ["--rw=randread", "--direct=1", "--number_ios=2000"])
         XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertTrue(server.log.contains(engine == "uring" ? "I/O engine: io_uring" : "I/O engine: sync"), server.log)
+        XCTAssertTrue(server.log.contains(engine == "uring" ? "I/O engine io_uring (" : "I/O engine sync ("), server.log)
         XCTAssertEqual(server.stop(), 0, "ferry did not exit cleanly")
         return peakInFlight(server.log)
     }
@@ -65,4 +65,35 @@ final class IOEngineMountTests: XCTestCase {
     func testVerifiedRandomWritesThroughAFullUringQueue() throws { try verify(engine: "uring", depth: "1") }
 
     func testVerifiedRandomWritesThroughTheSyncEngine() throws { try verify(engine: "sync", depth: "16") }
+}
+
+/// `ferry serve` picks passthrough and the I/O engine by itself, says why in one start-up
+/// line, and `--explain` prints the same decisions without mounting.
+final class AutoConfigurationTests: XCTestCase {
+    func testExplainPrintsTheDecisionsWithoutMounting() throws {
+        let scratch = try Scratch.directory("ferry-explain")
+        try FileManager.default.createDirectory(atPath: scratch + "/src", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: scratch + "/mnt", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let result = try runCommand([FerryServer.binary, "serve", "--explain", scratch + "/src", scratch + "/mnt"])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.output.contains("passthrough: on"), result.output)
+        XCTAssertTrue(result.output.contains("I/O engine: io_uring"), result.output)
+        XCTAssertFalse(FerryServer.isMounted(scratch + "/mnt"))
+        let forced = try runCommand([FerryServer.binary, "serve", "--explain", "--writeback", "--io-engine", "sync",
+                                     scratch + "/src", scratch + "/mnt"])
+        XCTAssertTrue(forced.output.contains("passthrough: off"), forced.output)
+        XCTAssertTrue(forced.output.contains("because --writeback was given"), forced.output)
+        XCTAssertTrue(forced.output.contains("I/O engine: sync"), forced.output)
+    }
+
+    func testTheStartupLogSaysWhatWasChosenInOneLine() throws {
+        let server = try FerryServer()
+        defer { server.stop() }
+        XCTAssertEqual(server.stop(), 0)
+        let lines = server.log.split(separator: "\n").filter { $0.contains("configuration: ") }
+        XCTAssertEqual(lines.count, 1, server.log)
+        XCTAssertTrue(lines.first?.contains("passthrough on (") ?? false, server.log)
+        XCTAssertTrue(lines.first?.contains("I/O engine io_uring (") ?? false, server.log)
+    }
 }

@@ -52,7 +52,7 @@ final class PassthroughTests: XCTestCase {
         let server = try FerryServer(arguments: ["-o", "passthrough=never", "--log-level", "debug"])
         try exerciseData(server, direct: false)
         XCTAssertEqual(server.stop(), 0, server.log)
-        XCTAssertTrue(server.log.contains("passthrough off: --passthrough never"), server.log)
+        XCTAssertTrue(server.log.contains("passthrough off (--passthrough never"), server.log)
         XCTAssertFalse(server.log.contains("passthrough on"), server.log)
         XCTAssertGreaterThan(requests("READ", in: server.log), 0)
         XCTAssertGreaterThan(requests("WRITE", in: server.log), 0)
@@ -128,7 +128,7 @@ final class PassthroughTests: XCTestCase {
         let server = try FerryServer(arguments: ["--writeback", "--log-level", "debug"])
         try exerciseData(server, direct: false)
         XCTAssertEqual(server.stop(), 0, server.log)
-        XCTAssertTrue(server.log.contains("passthrough off: --writeback was given"), server.log)
+        XCTAssertTrue(server.log.contains("passthrough off (--writeback was given"), server.log)
         XCTAssertGreaterThan(requests("WRITE", in: server.log), 0)
     }
 
@@ -142,7 +142,7 @@ final class PassthroughTests: XCTestCase {
         XCTAssertEqual(server.stop(), 0, server.log)
         let lines = server.log.split(separator: "\n").filter { $0.contains("passthrough on") || $0.contains("passthrough off") }
         XCTAssertEqual(lines.count, 1, server.log)
-        XCTAssertTrue(lines.first?.contains("passthrough off: the server lacks CAP_SYS_ADMIN") ?? false, server.log)
+        XCTAssertTrue(lines.first?.contains("passthrough off (the server lacks CAP_SYS_ADMIN") ?? false, server.log)
     }
 
     func testPassthroughOptionRejectsUnknownValues() throws {
