@@ -15,7 +15,12 @@ final class IORing {
         ring.initialize(to: io_uring())
         var params = io_uring_params()
         params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_CLAMP
-        let result = io_uring_queue_init_params(UInt32(entries), ring, &params)
+        var result = io_uring_queue_init_params(UInt32(entries), ring, &params)
+        if result == -EINVAL {   // before Linux 6.0: no SINGLE_ISSUER
+            params = io_uring_params()
+            params.flags = IORING_SETUP_CLAMP
+            result = io_uring_queue_init_params(UInt32(entries), ring, &params)
+        }
         guard result == 0 else {
             ring.deallocate()
             throw Errno(rawValue: -result)
