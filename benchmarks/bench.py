@@ -22,6 +22,12 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+def quiet(cmd, **kw):
+    """sh() with stdout dropped and stderr kept for the error (a failing untar prints an error per
+    file); raises CalledProcessError with the last lines of stderr in .stderr."""
+    return subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
 def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -111,7 +117,7 @@ class FuseServer:
                 elif key == "Threads":
                     stats["threads"] = int(value)
             fds = os.listdir(f"/proc/{self.pid}/fd")
-            stats["uring_fds"] = sum(1 for fd in fds if "io_uring" in _readlink(f"/proc/{self.pid}/fd/{fd}"))
+            stats["uring_fds"] = sum(1 for fd in fds if _readlink(f"/proc/{self.pid}/fd/{fd}") == "anon_inode:[io_uring]")
         except (OSError, ValueError, TypeError):
             pass
         return stats or None
@@ -246,9 +252,8 @@ def fio(name, directory, args, side, pid, engine=("--ioengine=psync", "--iodepth
     os.close(handle)
     try:
         c0, t0 = cpu_seconds(pid), time.time()
-        sh(["fio", "--output-format=json", f"--output={out}", f"--directory={directory}", "--group_reporting",
-            *engine, "--fallocate=none", f"--name={name}"] + args,
-           stdout=subprocess.DEVNULL)
+        quiet(["fio", "--output-format=json", f"--output={out}", f"--directory={directory}", "--group_reporting",
+               *engine, "--fallocate=none", f"--name={name}"] + args)
         wall, cpu = time.time() - t0, cpu_seconds(pid) - c0
         job = json.load(open(out))["jobs"][0][side]
     finally:
@@ -265,8 +270,13 @@ def attempt(results, workload, fn):
     try:
         results[workload] = fn()
     except (subprocess.CalledProcessError, OSError) as e:
-        print(f"  {workload}: failed ({e})", flush=True)
-        results[workload] = {"failed": 1}
+        detail = str(e)
+        if isinstance(e, subprocess.CalledProcessError):
+            lines = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+            detail = f"{os.path.basename(e.cmd[0])} exited {e.returncode}" + (
+                f": {lines[-1]}" + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else "") if lines else "")
+        print(f"  {workload}: failed ({detail})", flush=True)
+        results[workload] = {"failed": 1, "error": detail[:300]}
 
 
 def data_workloads(path, pid, size, runtime):
@@ -301,7 +311,7 @@ def data_workloads(path, pid, size, runtime):
 
 def timed_command(cmd, pid, cwd=None, entries=None):
     c0, t0 = cpu_seconds(pid), time.perf_counter()
-    sh(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    quiet(cmd, cwd=cwd)
     r = {"seconds": time.perf_counter() - t0, "daemon_cpu_s": cpu_seconds(pid) - c0}
     if entries:
         r["cpu_us_per_op"] = r["daemon_cpu_s"] / entries * 1e6
@@ -363,6 +373,33 @@ def _usr_include_entries():
         for n in sorted(fnames):
             files.append(os.path.normpath(os.path.join(rel, n)))
     return dirs, files
+
+
+def make_tarball(work, cap):
+    """work/usr-include-CAP.tar: /usr/include, or its first CAP entries (sorted walk) where it has
+    more. What is installed decides how big /usr/include is (Debian's python3-matplotlib alone
+    brings 15,000 boost headers); servers that keep a descriptor per inode (passthrough_ll,
+    passthrough_hp) fail past ~19,900 entries under this machine's RLIMIT_NOFILE of 20,000."""
+    tarball = os.path.join(work, f"usr-include-{cap}.tar")
+    if os.path.exists(tarball):
+        return tarball
+    dirs, files = _usr_include_entries()
+    entries = ["include"] + sorted(["include/" + d for d in dirs] + ["include/" + f for f in files])
+    if len(entries) > cap:
+        kept = set(entries[:cap])
+        for e in list(kept):     # every kept entry's parent directories too
+            parent = os.path.dirname(e)
+            while parent and parent not in kept:
+                kept.add(parent)
+                parent = os.path.dirname(parent)
+        entries = sorted(kept)
+    listing = tarball + ".list"
+    with open(listing, "w") as f:
+        f.write("\n".join(entries) + "\n")
+    sh(["tar", "-C", "/usr", "--no-recursion", "-cf", tarball + ".part", "-T", listing])
+    os.rename(tarball + ".part", tarball)
+    os.unlink(listing)
+    return tarball
 
 
 def prepare_git_repo(tree, nfiles):
@@ -525,6 +562,20 @@ def _fmt(v, key):
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
+def _cell(by_contender, contender, workload):
+    """(metrics, None) where the workload ran, else (None, why): "not run" (the contender did
+    not start in any round), "failed", "—" (no such workload for it)."""
+    mine = by_contender.get(contender)
+    if not mine:
+        return None, "not run"
+    m = mine.get(workload)
+    if m is None:
+        return None, "—"
+    if m.get("failed"):
+        return None, "failed"
+    return m, None
+
+
 def tables(medians, contenders):
     others = [c for c in contenders if c != "native"]
     lines = []
@@ -539,10 +590,10 @@ def tables(medians, contenders):
             key = headline(native) or "seconds"
             cells = []
             for c in rest:
-                m = by_contender[c].get(w, {"failed": 1})
+                m, why = _cell(by_contender, c, w)
                 r = ratio(by_contender, c, w)
-                cell = "failed" if m.get("failed") else ("—" if r is None else f"{r:.2f}")
-                if m.get("failed_rounds"):
+                cell = why or ("—" if r is None else f"{r:.2f}")
+                if m and m.get("failed_rounds"):
                     cell += f" ({m['failed_rounds']} failed)"
                 cells.append(cell)
             nat = "failed" if native.get("failed") else _fmt(native.get(key), key)
@@ -555,8 +606,8 @@ def tables(medians, contenders):
             key = headline(by_contender.get("native", {}).get(w, {})) or "seconds"
             vals = []
             for c in present:
-                m = by_contender[c].get(w, {"failed": 1})
-                vals.append("failed" if m.get("failed") else _fmt(m.get(key), key))
+                m, why = _cell(by_contender, c, w)
+                vals.append(why or _fmt(m.get(key), key))
             lines.append(f"| {w} | {key} | " + " | ".join(vals) + " |")
 
         if rest:
@@ -567,9 +618,9 @@ def tables(medians, contenders):
             for w in workload_names(by_contender):
                 cells = []
                 for c in rest:
-                    m = by_contender[c].get(w, {"failed": 1})
-                    if m.get("failed"):
-                        cells.append("failed")
+                    m, why = _cell(by_contender, c, w)
+                    if why:
+                        cells.append(why)
                     elif "cpu_s_per_GiB" in m:
                         cells.append(f"{m['cpu_s_per_GiB']:.2f} s/GiB ({m['daemon_cpu_s']:.2f})")
                     elif "cpu_us_per_op" in m:
@@ -584,31 +635,50 @@ def tables(medians, contenders):
                                     ("uring_fds", "io_uring instances", "{:.0f}")):
                 cells = []
                 for c in rest:
-                    s = by_contender[c].get(SERVER) or {}
-                    cells.append(fmt.format(s[key]) if key in s and not s.get("failed") else "—")
+                    st = (by_contender.get(c) or {}).get(SERVER) or {}
+                    cells.append(fmt.format(st[key]) if key in st else "—")
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def readme_table(medians, contenders):
-    """One table, every suite, ratios only: the form for the top-level README."""
+    """One table, every suite, ratios to native only, plus the server's CPU and peak RSS: the form
+    for the top-level README."""
     rest = [c for c in contenders if c != "native"]
-    head = "| workload | " + " | ".join(rest) + " |"
+    head = "| workload (× native, >1 faster) | " + " | ".join(rest) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for suite, by_contender in medians.items():
         for w in workload_names(by_contender):
             cells = []
             for c in rest:
-                m = by_contender.get(c, {}).get(w)
-                r = ratio(by_contender, c, w) if m else None
-                cells.append("failed" if m and m.get("failed") else ("" if r is None else f"{r:.2f}"))
+                _, why = _cell(by_contender, c, w)
+                r = ratio(by_contender, c, w)
+                cells.append(why or ("—" if r is None else f"{r:.2f}"))
             lines.append(f"| {suite}: {w} | " + " | ".join(cells) + " |")
+
+    def summary(label, suite, workloads, key, fmt):
+        by = medians.get(suite)
+        if not by:
+            return
+        cells = []
+        for c in rest:
+            vals = []
+            for w in workloads:
+                m, why = _cell(by, c, w)
+                vals.append(why if why else fmt.format(m.get(key, 0)))
+            cells.append(" / ".join(vals))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    summary("server CPU s per GiB, seq write / seq read", "data", ["seqwrite-1M", "seqread-1M"], "cpu_s_per_GiB",
+            "{:.2f}")
+    summary("server CPU µs per op, tmpfs create / stat / unlink", "meta-tmpfs", ["create", "stat", "unlink"],
+            "cpu_us_per_op", "{:.0f}")
     cells = []
     for c in rest:
         peaks = [by[c][SERVER]["peak_rss_MiB"] for by in medians.values()
-                 if c in by and (by[c].get(SERVER) or {}).get("peak_rss_MiB")]
-        cells.append(f"{max(peaks):.0f}" if peaks else "")
-    lines.append("| peak RSS of the server, MiB | " + " | ".join(cells) + " |")
+                 if (by.get(c) or {}).get(SERVER, {}).get("peak_rss_MiB")]
+        cells.append(f"{max(peaks):.0f}" if peaks else "—")
+    lines.append("| server peak RSS, MiB | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -620,7 +690,7 @@ def chart(medians, contenders, out_png):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rest = [c for c in contenders if c != "native"]
+    rest = [c for c in contenders if c != "native" and any(by.get(c) for by in medians.values())]
     suites = list(medians)
     widest = max(len(workload_names(medians[s])) for s in suites)
     ratios = [r for s in suites for c in rest for w in workload_names(medians[s])
@@ -740,6 +810,8 @@ def main():
     ap.add_argument("--runtime", type=int, default=5, help="seconds per random I/O job")
     ap.add_argument("--nfiles", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=5000, help="files existing at once (passthrough_ll holds an fd each)")
+    ap.add_argument("--tar-entries", type=int, default=10000,
+                    help="entries of /usr/include in the untar / ls -lR / rm -rf tarball (at most)")
     ap.add_argument("--git-files", type=int, default=15000, help="files in the git repository of the tree suite")
     ap.add_argument("--find-entries", type=int, default=200000, help="entries in the tree that find walks")
     ap.add_argument("--work", default="/var/tmp/ferry-bench", help="scratch directory on the disk")
@@ -834,9 +906,7 @@ def main():
             made.append(Native(src) if factory is None else factory(src, os.path.join(a.work, name + "-mnt")))
         return made
 
-    tarball = os.path.join(a.work, "usr-include.tar")
-    if not os.path.exists(tarball):
-        sh(["tar", "-C", "/usr", "-cf", tarball, "include"])
+    tarball = make_tarball(a.work, a.tar_entries)
     tar_entries = int(subprocess.run(["tar", "-tf", tarball], check=True, capture_output=True).stdout.count(b"\n"))
 
     uring = UringSwitch(a.enable_uring)
@@ -866,6 +936,9 @@ def main():
             for suite in suites:
                 if suite == "tree":
                     group = contenders(None, shared_source=tree)
+                    # Warm the host's caches: the first contender must not pay for them alone.
+                    quiet(["git", "-C", repo, "status", "--porcelain"])
+                    quiet(["find", find_root, "-newer", ref])
                 else:
                     group = contenders(tmpfs if suite == "meta-tmpfs" else os.path.join(a.work, "disk"))
                 shift = rnd % len(group)
