@@ -212,36 +212,56 @@ def build_passthrough_ll(workdir):
 
 
 class UringSwitch:
-    """/sys/module/fuse/parameters/enable_uring: set to 1 for the contenders that need it (all of
-    them with --enable-uring), to its original value for the others, and restored at the end."""
+    """/sys/module/fuse/parameters/enable_uring (global, read by the kernel when a connection
+    starts): 1 for the contenders that need it (all of them with --enable-uring), the original
+    value for the others, the original value again at the end (also after Ctrl-C or SIGTERM).
+    Another program changing it meanwhile is noticed and not overridden at the end."""
 
     def __init__(self, always):
         self.always = always
-        try:
-            self.original = open(ENABLE_URING).read().strip()
-        except OSError:
-            self.original = None
+        self.original = self._read()
         self.current = self.original
 
+    @staticmethod
+    def _read():
+        try:
+            return open(ENABLE_URING).read().strip()
+        except OSError:
+            return None
+
+    @staticmethod
+    def _on(value):
+        return value in ("Y", "1")
+
     def _write(self, value):
-        if self.original is None or value == self.current:
+        actual = self._read()
+        if actual != self.current:
+            print(f"  note: {ENABLE_URING} was changed to {actual} by another program", flush=True)
+            self.current = actual
+        if self._on(value) == self._on(self.current):
             return
         with open(ENABLE_URING, "w") as f:
             f.write(value)
-        self.current = value
+        self.current = self._read()
 
     def prepare(self, contender):
+        """Sets the switch for contender; returns the value in force."""
         if self.original is None:
             if self.always or contender.uring:
                 print(f"  warning: {ENABLE_URING} missing: no FUSE-over-io_uring in this kernel", flush=True)
-            return
+            return None
         self._write("1" if (self.always or contender.uring) else self.original)
+        return self.current
 
     def restore(self):
-        if self.original is not None and self.current != self.original:
+        if self.original is None:
+            return
+        actual = self._read()
+        if actual == self.current and self._on(actual) != self._on(self.original):
             with open(ENABLE_URING, "w") as f:
                 f.write(self.original)
-            self.current = self.original
+        elif actual != self.current:
+            print(f"note: {ENABLE_URING} is {actual}, set by another program: left as it is", flush=True)
 
 
 # ------------------------------------------------------------------ workloads
@@ -530,7 +550,11 @@ def median_results(rounds):
                 if not ok:
                     out[suite][c][w] = {"failed": 1}
                     continue
-                m = {k: statistics.median(x[k] for x in ok if k in x) for k in ok[0]}
+                m = {}
+                for k in ok[0]:
+                    vals = [x[k] for x in ok if k in x]
+                    numeric = all(isinstance(v, (int, float)) and v is not None for v in vals)
+                    m[k] = statistics.median(vals) if numeric else vals[0]
                 if len(ok) < len(rounds):
                     m["failed_rounds"] = len(rounds) - len(ok)
                 out[suite][c][w] = m
@@ -946,7 +970,7 @@ def main():
                 for c in group[shift:] + group[:shift]:
                     descriptions.setdefault(c.name, (c.describe(), c.uring))
                     print(f"round {rnd + 1}/{a.rounds} {suite} {c.name}  [{time.time() - started:.0f} s]", flush=True)
-                    uring.prepare(c)
+                    in_force = uring.prepare(c)
                     try:
                         c.start()
                     except RuntimeError as e:
@@ -964,6 +988,7 @@ def main():
                             r = metadata_workloads(c.path, c.pid, a.nfiles, a.batch, tarball, tar_entries)
                         stats = c.server_stats()
                         if stats:
+                            stats["enable_uring"] = in_force
                             r[SERVER] = stats
                         results[suite][c.name] = r
                     finally:
