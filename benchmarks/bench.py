@@ -213,14 +213,16 @@ def build_passthrough_ll(workdir):
 
 class UringSwitch:
     """/sys/module/fuse/parameters/enable_uring (global, read by the kernel when a connection
-    starts): 1 for the contenders that need it (all of them with --enable-uring), the original
-    value for the others, the original value again at the end (also after Ctrl-C or SIGTERM).
-    Another program changing it meanwhile is noticed and not overridden at the end."""
+    starts): 1 while a contender that needs it runs (every contender with --enable-uring), put
+    back to the value it had before for the others and at the end (also after Ctrl-C or
+    SIGTERM). The run only undoes its own change: when another program (a test suite) has changed
+    the switch meanwhile, that value is left alone."""
 
     def __init__(self, always):
         self.always = always
         self.original = self._read()
         self.current = self.original
+        self.before = None       # the value before our own write, while our 1 is in force
 
     @staticmethod
     def _read():
@@ -233,13 +235,7 @@ class UringSwitch:
     def _on(value):
         return value in ("Y", "1")
 
-    def _write(self, value):
-        actual = self._read()
-        if actual != self.current:
-            print(f"  note: {ENABLE_URING} was changed to {actual} by another program", flush=True)
-            self.current = actual
-        if self._on(value) == self._on(self.current):
-            return
+    def _set(self, value):
         with open(ENABLE_URING, "w") as f:
             f.write(value)
         self.current = self._read()
@@ -250,18 +246,27 @@ class UringSwitch:
             if self.always or contender.uring:
                 print(f"  warning: {ENABLE_URING} missing: no FUSE-over-io_uring in this kernel", flush=True)
             return None
-        self._write("1" if (self.always or contender.uring) else self.original)
+        actual = self._read()
+        if actual != self.current:
+            print(f"  note: {ENABLE_URING} was changed to {actual} by another program", flush=True)
+            self.current, self.before = actual, None
+        if self.always or contender.uring:
+            if not self._on(actual):
+                self.before = actual
+                self._set("1")
+        else:
+            self.undo()
         return self.current
 
+    def undo(self):
+        """Our 1 back to the value before it, unless someone else has changed the switch since."""
+        if self.before is not None and self._read() == self.current:
+            self._set(self.before)
+        self.before = None
+
     def restore(self):
-        if self.original is None:
-            return
-        actual = self._read()
-        if actual == self.current and self._on(actual) != self._on(self.original):
-            with open(ENABLE_URING, "w") as f:
-                f.write(self.original)
-        elif actual != self.current:
-            print(f"note: {ENABLE_URING} is {actual}, set by another program: left as it is", flush=True)
+        if self.original is not None:
+            self.undo()
 
 
 # ------------------------------------------------------------------ workloads
@@ -271,6 +276,8 @@ def fio(name, directory, args, side, pid, engine=("--ioengine=psync", "--iodepth
     handle, out = tempfile.mkstemp(prefix=f"ferry-bench-{name}-", suffix=".json")
     os.close(handle)
     try:
+        # The previous job's dirty pages are written back now, not during this job.
+        os.sync()
         c0, t0 = cpu_seconds(pid), time.time()
         quiet(["fio", "--output-format=json", f"--output={out}", f"--directory={directory}", "--group_reporting",
                *engine, "--fallocate=none", f"--name={name}"] + args)
@@ -690,7 +697,7 @@ def readme_table(medians, contenders):
             for w in workloads:
                 m, why = _cell(by, c, w)
                 vals.append(why if why else fmt.format(m.get(key, 0)))
-            cells.append(" / ".join(vals))
+            cells.append(vals[0] if len(set(vals)) == 1 and vals[0] in ("not run", "failed") else " / ".join(vals))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     summary("server CPU s per GiB, seq write / seq read", "data", ["seqwrite-1M", "seqread-1M"], "cpu_s_per_GiB",
@@ -751,6 +758,9 @@ def chart(medians, contenders, out_png):
         ax.set_title(f"{suite} (x at the bottom: failed)", fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=min(5, len(rest)), loc="upper right")
+    missing = [c for c in contenders if c != "native" and c not in rest]
+    if missing:
+        fig.text(0.01, 0.003, "not run (did not start): " + ", ".join(missing), fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
