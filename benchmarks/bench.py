@@ -890,6 +890,9 @@ def main():
         write_chart(a.report, raw["medians"], contenders)
         return
 
+    a.ferry = os.path.abspath(a.ferry)
+    if a.baseline:
+        a.baseline = os.path.abspath(a.baseline)
     if a.quick:
         a.size, a.runtime, a.nfiles, a.batch, a.rounds = "256m", 2, 2000, 1000, 1
         a.git_files, a.find_entries = 2000, 10000
