@@ -908,7 +908,7 @@ def main():
         configs = [(n, None, args) for n, args in ISSUE9] + configs
     if configs:
         for name, binary, args in configs:
-            kinds.append((name, lambda s, m, b=binary or a.ferry, x=args, n=name: Ferry(s, m, b, x, n)))
+            kinds.append((name, lambda s, m, b=os.path.abspath(binary) if binary else a.ferry, x=args, n=name: Ferry(s, m, b, x, n)))
     else:
         kinds.append(("ferry", lambda s, m: Ferry(s, m, a.ferry, a.ferry_arg)))
     if a.baseline:
