@@ -331,7 +331,8 @@ def data_workloads(path, pid, size, runtime):
                                                       + rand + f, "read", pid, engine=qd32))
     # fadvise_hint=0: fio's POSIX_FADV_RANDOM turns readahead off on a native file, but through
     # FUSE passthrough it only reaches the FUSE file, not the backing file the kernel reads; without
-    # the hint both sides read with the kernel's default readahead.
+    # the hint both sides read with the kernel's default readahead. (io_uring still treats them
+    # differently: ext4's async buffered reads vs a pool of io-wq workers for a FUSE file.)
     drop_caches()
     attempt(r, "qd32-cold-randread-4k", lambda: fio("qd32-cold-randread", work, ["--rw=randread", "--fadvise_hint=0"]
                                                     + rand + f, "read", pid, engine=qd32))
