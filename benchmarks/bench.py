@@ -788,9 +788,22 @@ def write_chart(results_dir, medians, contenders):
           f"python3 benchmarks/bench.py --report {results_dir} --chart-only)")
 
 
+def contender_list(raw):
+    """raw["contenders"], or for a raw.json of the older bench.py the names found in the medians."""
+    if "contenders" in raw:
+        return raw["contenders"]
+    names = []
+    for by in raw["medians"].values():
+        names += [c for c in by if c not in names]
+    return [{"name": n, "command": "(not recorded)"} for n in names]
+
+
 def render(raw, results_dir, write=True):
+    raw.setdefault("contenders", contender_list(raw))
     medians, contenders = raw["medians"], [c["name"] for c in raw["contenders"]]
-    a = raw["args"]
+    a = dict(raw["args"])
+    for key in ("git_files", "find_entries"):
+        a.setdefault(key, "?")
     legend = "\n".join(f"- `{c['name']}`: `{c['command']}`" + (" (enable_uring=1)" if c.get("uring") else "")
                        for c in raw["contenders"])
     md = [f"# Ferry benchmark, {raw.get('date', '')}",
@@ -884,7 +897,7 @@ def main():
 
     if a.report:
         raw = json.load(open(os.path.join(a.report, "raw.json")))
-        contenders = [c["name"] for c in raw["contenders"]]
+        contenders = [c["name"] for c in contender_list(raw)]
         if a.chart_only:
             sys.exit(0 if chart(raw["medians"], contenders, os.path.join(a.report, "ratios.png")) else 1)
         if a.readme:
