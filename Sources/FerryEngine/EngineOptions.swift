@@ -41,6 +41,10 @@ public struct EngineOptions: Sendable {
     /// server may register backing files (CAP_SYS_ADMIN) and the writeback cache is off; the
     /// kernel may still decline it at INIT.
     public var passthrough = false
+    /// Ask for FUSE-over-io_uring at INIT (OVER_IO_URING): requests then come through ring
+    /// queues (protocol/fuse-uring.md). The kernel offers it only with the fuse module's
+    /// enable_uring parameter on.
+    public var overIOUring = false
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}

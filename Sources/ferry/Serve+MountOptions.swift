@@ -13,6 +13,7 @@ extension Serve {
             switch option.name {
             case "cache": serve.cache = try Serve.value(CacheMode(rawValue: value), for: option)
             case "passthrough": serve.passthrough = try Serve.value(PassthroughChoice(rawValue: value), for: option)
+            case "transport": serve.transport = try Serve.value(TransportChoice(rawValue: value), for: option)
             case "threads": serve.threads = try Serve.value(Int(value), for: option)
             case "inode-file-handles": serve.inodeFileHandles = try Serve.value(InodeFileHandles(rawValue: value), for: option)
             case "notify-watcher": serve.notifyWatcher = try Serve.value(WatcherChoice(rawValue: value), for: option)

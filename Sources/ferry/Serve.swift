@@ -19,6 +19,16 @@ enum PassthroughChoice: String, CaseIterable, ExpressibleByArgument {
     case never
 }
 
+/// `--transport auto|uring|dev`.
+enum TransportChoice: String, CaseIterable, ExpressibleByArgument {
+    /// FUSE-over-io_uring where the kernel offers it, else /dev/fuse (saying why in the log).
+    case auto
+    /// FUSE-over-io_uring, or a start-up error.
+    case uring
+    /// read(2)/write(2) on /dev/fuse.
+    case dev
+}
+
 /// `ferry serve SOURCE MOUNTPOINT`: mount SOURCE at MOUNTPOINT and serve it until SIGINT,
 /// SIGTERM or an unmount.
 struct Serve: ParsableCommand {
@@ -39,6 +49,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "FUSE passthrough: auto (plain files are read, written and mapped by the kernel on the host file; needs CAP_SYS_ADMIN, not with --writeback) or never.")
     var passthrough: PassthroughChoice = .auto
+
+    @Option(help: "How requests reach Ferry: uring (FUSE-over-io_uring queues, one per CPU; Linux 6.14+ with /sys/module/fuse/parameters/enable_uring on, else a start-up error), dev (/dev/fuse reader threads) or auto (uring where the kernel offers it, else dev).")
+    var transport: TransportChoice = .auto
 
     @Flag(help: "Share read-only.")
     var readonly = false
@@ -183,6 +196,8 @@ struct Serve: ParsableCommand {
         engineOptions.flockLocks = !noFlock
         engineOptions.posixACLs = !noXattr
         engineOptions.passthrough = passthroughAllowed(logger: logger)
+        let transportSetting = try chooseTransport(logger: logger)
+        engineOptions.overIOUring = transportSetting != .devFuse
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
@@ -199,7 +214,8 @@ struct Serve: ParsableCommand {
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount, logger: logger)
+        let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
+                                   transport: transportSetting, logger: logger)
         let report = StatsReport(notifier: notifier, logger: logger)
         try signals.start { signal in
             if signal == SIGUSR1 { report.print(); return }
@@ -240,6 +256,27 @@ struct Serve: ParsableCommand {
         }
         logger.info("passthrough off: \(why); every read and write goes through Ferry")
         return false
+    }
+
+    /// The transport to ask for at INIT: `--transport`, with `auto` settling on /dev/fuse (one
+    /// log line) where the kernel's FUSE-over-io_uring is off; an explicit `uring` that cannot
+    /// work is a start-up error.
+    private func chooseTransport(logger: Logger) throws -> Transport {
+        let parameter = FUSERingSupport.parameterPath
+        let ring = Transport.ring(depth: FUSERingServer.defaultDepth, required: transport == .uring)
+        if transport == .dev {
+            logger.info("transport /dev/fuse (--transport dev)")
+            return .devFuse
+        }
+        let why: String
+        switch FUSERingSupport.state {
+        case .enabled: return ring
+        case .unsupported: why = "this kernel has no FUSE-over-io_uring (\(parameter) is missing; Linux 6.14+ with CONFIG_FUSE_IO_URING)"
+        case let .disabled(value): why = "the kernel's FUSE-over-io_uring is off (\(parameter) is \(value); as root: echo 1 > \(parameter))"
+        }
+        if transport == .uring { throw StartupError("--transport uring: \(why)") }
+        logger.info("transport /dev/fuse: \(why)")
+        return .devFuse
     }
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from
