@@ -104,8 +104,15 @@ final class FUSERingQueue: @unchecked Sendable {
 
     private static let wakeTag = UInt64.max
 
-    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, logger: Logger) throws(Errno) {
+    /// Makes requests of its own on this queue's CPU so that the kernel hands out what it queued.
+    let nudger: RingNudger
+    /// Entries parked since the last nudge (queue thread only).
+    private var parkedSinceNudge = 0
+
+    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String,
+         logger: Logger) throws(Errno) {
         self.qid = qid
+        nudger = RingNudger(cpu: qid, mountpoint: mountpoint, logger: logger)
         self.depth = depth
         self.engine = engine
         self.deviceFD = deviceFD
@@ -122,6 +129,7 @@ final class FUSERingQueue: @unchecked Sendable {
 
     /// Asks the queue thread to leave (from any thread).
     func stop() {
+        nudger.stop()
         stopping.store(true, ordering: .releasing)
         wake.signal()
     }
@@ -136,7 +144,9 @@ final class FUSERingQueue: @unchecked Sendable {
         }
         let ring: CommandRing
         do {
-            ring = try CommandRing(entries: UInt32(depth + 1), completions: UInt32(2 * (depth + 1)))
+            // Completions: room for every entry a queue may grow to (blocked locks), so the
+            // kernel never has to hold completions back.
+            ring = try CommandRing(entries: UInt32(depth + 1), completions: UInt32(2 * FUSERingQueue.maximumEntries))
             try ring.registerFixedFile(deviceFD)
         } catch {
             registered(error)
@@ -211,7 +221,10 @@ final class FUSERingQueue: @unchecked Sendable {
             if woken {
                 wake.drain()
                 commitDeferred(entries, ring: ring)
-                _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
+                if !ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag) {
+                    _ = ring.submit()   // the queue is full of commits: make room, then re-arm
+                    _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
+                }
             }
             // In the kernel's order, so a close reaped with a lock request runs first.
             if ready.count > 1 { ready.sort { $0.inHeader.unique < $1.inHeader.unique } }
@@ -221,10 +234,47 @@ final class FUSERingQueue: @unchecked Sendable {
                 // e.g. through a notification); the last one rides on the next wait.
                 if position < ready.count - 1 { _ = ring.submit() }
             }
+            growIfParked(ring: ring)
+            if parkedSinceNudge > 0 {
+                // The fresh entries must be in the kernel before the nudges arrive.
+                _ = ring.submit()
+                nudger.nudge(parkedSinceNudge)
+                parkedSinceNudge = 0
+            }
             if stopping.load(ordering: .acquiring) { break }
             if !entries.contains(where: { $0.state != .dead }) { break }
         }
     }
+
+    /// Entries the kernel should always have free for new requests of this CPU.
+    private var minimumFree: Int { max(1, depth / 2) }
+    /// Upper bound on entries per queue (blocking locks waiting at once, plus `depth`).
+    static let maximumEntries = 4096
+
+    /// Registers more entries when blocked lock requests hold so many that fewer than
+    /// `minimumFree` are left to the kernel: a waiter must never keep the unlock that would
+    /// release it from being delivered (protocol/fuse-uring.md, "Queues").
+    private func growIfParked(ring: CommandRing) {
+        var free = 0, parked = 0
+        for entry in entries {
+            if entry.state == .inKernel { free += 1 } else if entry.state == .parked { parked += 1 }
+        }
+        guard parked > 0 else { return }
+        while free < minimumFree && entries.count < FUSERingQueue.maximumEntries {
+            let entry = FUSERingEntry(index: entries.count, payloadSize: payloadSize)
+            entries.append(entry)
+            if !ring.queueCommand(.register, iovecs: entry.iovecs, commitID: 0, queueID: UInt16(qid), userData: UInt64(entry.index)) {
+                _ = ring.submit()
+                _ = ring.queueCommand(.register, iovecs: entry.iovecs, commitID: 0, queueID: UInt16(qid), userData: UInt64(entry.index))
+            }
+            free += 1
+        }
+        if entries.count > grownLogged + depth {
+            grownLogged = entries.count
+            logger.info("ring queue \(qid): \(entries.count) entries (\(parked) held by blocked lock requests)")
+        }
+    }
+    private var grownLogged = 0
 
     private func handle(_ entry: FUSERingEntry, request: MessageBuffer, worker: Worker, ring: CommandRing) {
         entry.commitID = entry.header.view(count: FUSERingABI.requestHeaderSize)
@@ -247,6 +297,7 @@ final class FUSERingQueue: @unchecked Sendable {
             // A blocking lock: its waiter posts the reply later (postDeferred). Nothing else
             // arrives on a ring without a reply (FORGET and INTERRUPT use /dev/fuse).
             entry.state = .parked
+            parkedSinceNudge += 1
         }
     }
 

@@ -18,14 +18,14 @@ public final class FUSERingServer: Sendable {
 
     /// Prepares `queueCount` queues (one per possible CPU) on the connection `deviceFD`, whose
     /// INIT reply already took FUSE_OVER_IO_URING.
-    public init(engine: FUSEEngine, deviceFD: Int32, session: Negotiated, depth: Int = defaultDepth,
+    public init(engine: FUSEEngine, deviceFD: Int32, mountpoint: String, session: Negotiated, depth: Int = defaultDepth,
                 queueCount: Int = HostThread.configuredCPUs, logger: Logger) throws(Errno) {
         let maxPages = UInt16(engine.options.maxWrite / 4096)
         let payload = FUSERingABI.payloadSize(maxWrite: engine.options.maxWrite, maxPages: maxPages)
         var queues: [FUSERingQueue] = []
         for qid in 0..<queueCount {
             queues.append(try FUSERingQueue(qid: qid, depth: depth, engine: engine, deviceFD: deviceFD,
-                                            payloadSize: payload, logger: logger))
+                                            payloadSize: payload, mountpoint: mountpoint, logger: logger))
         }
         self.queues = queues
         self.logger = logger
