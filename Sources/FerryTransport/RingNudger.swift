@@ -18,19 +18,12 @@ final class RingNudger: Sendable {
     private let cpu: Int
     private let mountpoint: String
     private let logger: Logger
-    /// An O_PATH descriptor of the mount root (-1 until the first nudge opens it).
-    private let root = Atomic<Int32>(-1)
     private let stopping = Atomic<Bool>(false)
 
     init(cpu: Int, mountpoint: String, logger: Logger) {
         self.cpu = cpu
         self.mountpoint = mountpoint
         self.logger = logger
-    }
-
-    deinit {
-        let fd = root.load(ordering: .relaxed)
-        if fd >= 0 { Glibc.close(fd) }
     }
 
     /// Makes `count` requests on this CPU's queue (from the queue thread, after the fresh
@@ -55,14 +48,11 @@ final class RingNudger: Sendable {
 
     private func statfsOnce() {
         try? HostThread.pinCurrent(toCPU: cpu)
-        var fd = root.load(ordering: .acquiring)
-        if fd < 0 {
-            // O_PATH: no OPENDIR; fstatfs then always reaches the server as STATFS.
-            let opened = Glibc.open(mountpoint, HostFlags.oPath | O_DIRECTORY | O_CLOEXEC)
-            guard opened >= 0 else { return }
-            let (exchanged, current) = root.compareExchange(expected: -1, desired: opened, ordering: .acquiringAndReleasing)
-            if exchanged { fd = opened } else { Glibc.close(opened); fd = current }
-        }
+        // O_PATH: no OPENDIR; fstatfs then always reaches the server as STATFS. Opened per
+        // nudge: a descriptor kept open would make the mount busy for umount.
+        let fd = Glibc.open(mountpoint, HostFlags.oPath | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { Glibc.close(fd) }
         do { _ = try Host.statfs(fd) } catch { logger.debug("ring queue \(cpu): nudge: \(error)") }
     }
 }
