@@ -66,10 +66,10 @@ def meta(path, pid, n):
     return out
 
 
-def randread(path, pid, runtime):
+def randread(path, pid, runtime, jobs=1):
     c0 = cpu_seconds(pid)
     r = subprocess.run(["fio", "--name=rr", f"--directory={path}", "--filename=rr.dat", "--size=256m", "--bs=4k",
-                        "--rw=randread", "--ioengine=psync", "--iodepth=1", "--numjobs=1", "--time_based",
+                        "--rw=randread", "--ioengine=psync", "--iodepth=1", f"--numjobs={jobs}", "--group_reporting", "--time_based",
                         f"--runtime={runtime}", "--output-format=json"], capture_output=True, text=True, check=True)
     job = json.loads(r.stdout)["jobs"][0]["read"]
     ios = job["total_ios"]
@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--runtime", type=int, default=10)
     ap.add_argument("--work", default="/var/tmp/transportbench")
+    ap.add_argument("--meta-cache", default="auto", help="--cache of the metadata servers (never: every stat is a round trip)")
+    ap.add_argument("--jobs", type=int, default=1, help="fio jobs (processes) for the random read")
     a = ap.parse_args()
     with open(PARAM) as f:
         old = f.read().strip()
@@ -92,7 +94,8 @@ def main():
             f.write("1")
         for transport in ("dev", "uring"):
             servers[f"meta-{transport}"] = Server(a.binary, f"meta-{transport}", f"/dev/shm/transportbench-{transport}",
-                                                  f"{a.work}/meta-{transport}", ["--transport", transport])
+                                                  f"{a.work}/meta-{transport}",
+                                                  ["--transport", transport, "--cache", a.meta_cache])
             servers[f"rr-{transport}"] = Server(a.binary, f"rr-{transport}", f"{a.work}/src-{transport}",
                                                 f"{a.work}/rr-{transport}",
                                                 ["--transport", transport, "--passthrough", "never", "--cache", "never"])
@@ -107,13 +110,13 @@ def main():
                 s = servers[f"meta-{transport}"]
                 results[f"meta-{transport}"].append(meta(s.mountpoint, s.proc.pid, a.files))
                 s = servers[f"rr-{transport}"]
-                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime))
+                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime, a.jobs))
             print(f"round {rnd + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
     finally:
         for s in servers.values():
             s.stop()
     med = lambda k, f: statistics.median(r[f] for r in results[k])
-    print(f"\nmedians of {a.rounds} interleaved rounds ({a.files} files; fio {a.runtime} s):")
+    print(f"\nmedians of {a.rounds} interleaved rounds ({a.files} files, --cache {a.meta_cache}; fio {a.runtime} s, {a.jobs} job(s)):")
     print("| workload | /dev/fuse | io_uring | uring/dev |")
     print("|---|---|---|---|")
     for f in ("create", "stat", "unlink", "cpu_us_per_op"):
