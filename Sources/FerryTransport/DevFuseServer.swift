@@ -55,8 +55,10 @@ public final class DevFuseServer: Sendable {
                     onServing: () -> Void = {}) throws {
         engine.attachBackingDevice(mount.fd)   // passthrough backing files are registered on it
         try answerInit()
-        if let session = engine.session { try onInitialized(session) }
+        // The rings first: once INIT took OVER_IO_URING the kernel holds every new request
+        // until all queues are registered, and `onInitialized` may make requests (a stat).
         let ringServer = try startRings()
+        if let session = engine.session { try onInitialized(session) }
         let threads = ringServer == nil ? self.threads : min(self.threads, DevFuseServer.readersBesideRings)
         var descriptors = [mount.fd]
         for _ in 1..<threads {
