@@ -63,6 +63,14 @@ final class CloseOrdering: Sendable {
         wakeSettlers()
     }
 
+    /// Records the closes among `headers`, taken by a reader that is busy (a ring queue).
+    func announce(_ headers: [InHeader]) {
+        guard headers.contains(where: { CloseOrdering.isClose($0.opcode) }) else { return }
+        pending.update { pending in
+            for header in headers where CloseOrdering.isClose(header.opcode) { pending[header.unique] = header.nodeID }
+        }
+    }
+
     private func wakeSettlers() {
         if settling.load(ordering: .sequentiallyConsistent) > 0 { pending.update { _ in } }
     }

@@ -97,6 +97,13 @@ public final class FUSEEngine: Sendable {
         closeOrdering.readerStopped(progress, withAll: requests)
     }
 
+    /// A ring queue that took more requests while handling a batch announces them with this
+    /// (no change to its waiting state), before it hands any of them to `handle`.
+    public func announce(_ worker: Worker, requests: [InHeader]) {
+        guard worker.progress != nil else { return }
+        closeOrdering.announce(requests)
+    }
+
     /// A reader thread that stops reading for good calls this.
     public func retire(_ worker: Worker) {
         if let progress = worker.progress { closeOrdering.remove(progress) }

@@ -195,44 +195,27 @@ final class FUSERingQueue: @unchecked Sendable {
             // Everything reaped is announced before any of it runs (close-before-lock ordering).
             ready.removeAll(keepingCapacity: true)
             headers.removeAll(keepingCapacity: true)
-            var woken = false
-            for completion in batch {
-                if completion.userData == FUSERingQueue.wakeTag { woken = true; continue }
-                guard completion.userData < UInt64(entries.count) else { continue }
-                let entry = entries[Int(completion.userData)]
-                switch completion.result {
-                case 0:
-                    entry.state = .holding
-                    ready.append(entry)
-                    headers.append(entry.inHeader)
-                case -EAGAIN, -EINTR:
-                    resubmit(entry, ring: ring)
-                default:
-                    entry.state = .dead
-                    let error = -completion.result
-                    if error != ENOTCONN && error != ECONNABORTED && error != ENODEV {
-                        unexpected += 1
-                        if unexpected <= 3 { logger.warning("ring queue \(qid): entry \(entry.index) ended: \(Errno(rawValue: error))") }
-                    }
-                }
-            }
-            batch.removeAll(keepingCapacity: true)
+            absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected)
             engine.stoppedWaiting(worker, requests: headers)
-            if woken {
-                wake.drain()
-                commitDeferred(entries, ring: ring)
-                if !ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag) {
-                    _ = ring.submit()   // the queue is full of commits: make room, then re-arm
-                    _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
-                }
-            }
-            // In the kernel's order, so a close reaped with a lock request runs first.
-            if ready.count > 1 { ready.sort { $0.inHeader.unique < $1.inHeader.unique } }
-            for (position, entry) in ready.enumerated() {
+            // Smallest unique first (the kernel's order), so a close runs before a lock request
+            // queued after it. Between requests, completions that arrived meanwhile are announced
+            // and join the batch: that narrows the window in which a lock request on another
+            // queue could miss a close this thread holds unannounced (protocol/fuse-uring.md).
+            while !ready.isEmpty {
+                var next = 0
+                for i in ready.indices.dropFirst() where ready[i].inHeader.unique < ready[next].inHeader.unique { next = i }
+                ready.swapAt(next, ready.count - 1)
+                let entry = ready.removeLast()
                 handle(entry, request: request, worker: worker, ring: ring)
+                ring.reap(into: &batch)
+                if !batch.isEmpty {
+                    headers.removeAll(keepingCapacity: true)
+                    absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected)
+                    engine.announce(worker, requests: headers)
+                }
                 // Replies go out at once (a later request may wait on this one in the kernel,
                 // e.g. through a notification); the last one rides on the next wait.
-                if position < ready.count - 1 { _ = ring.submit() }
+                if !ready.isEmpty { _ = ring.submit() }
             }
             growIfParked(ring: ring)
             if parkedSinceNudge > 0 {
@@ -243,6 +226,43 @@ final class FUSERingQueue: @unchecked Sendable {
             }
             if stopping.load(ordering: .acquiring) { break }
             if !entries.contains(where: { $0.state != .dead }) { break }
+        }
+    }
+
+    /// Sorts completions: requests into `ready` (their headers into `headers`), EAGAIN/EINTR
+    /// submitted again, ended entries marked dead, and a wake-up served (deferred replies
+    /// committed, the eventfd poll re-armed). Empties `batch`.
+    private func absorb(_ batch: inout [CommandRing.Completion], into ready: inout [FUSERingEntry],
+                        headers: inout [InHeader], ring: CommandRing, unexpected: inout Int) {
+        var woken = false
+        for completion in batch {
+            if completion.userData == FUSERingQueue.wakeTag { woken = true; continue }
+            guard completion.userData < UInt64(entries.count) else { continue }
+            let entry = entries[Int(completion.userData)]
+            switch completion.result {
+            case 0:
+                entry.state = .holding
+                ready.append(entry)
+                headers.append(entry.inHeader)
+            case -EAGAIN, -EINTR:
+                resubmit(entry, ring: ring)
+            default:
+                entry.state = .dead
+                let error = -completion.result
+                if error != ENOTCONN && error != ECONNABORTED && error != ENODEV {
+                    unexpected += 1
+                    if unexpected <= 3 { logger.warning("ring queue \(qid): entry \(entry.index) ended: \(Errno(rawValue: error))") }
+                }
+            }
+        }
+        batch.removeAll(keepingCapacity: true)
+        if woken {
+            wake.drain()
+            commitDeferred(entries, ring: ring)
+            if !ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag) {
+                _ = ring.submit()   // the queue is full of commits: make room, then re-arm
+                _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
+            }
         }
     }
 
