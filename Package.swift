@@ -45,9 +45,10 @@ let package = Package(
             "FerryProtocol", "FerryFS", "FerryIO", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Transports: /dev/fuse sessions (mount through libfuse, reader threads).
+        // Transports: /dev/fuse sessions (mount through libfuse, reader threads) and
+        // FUSE-over-io_uring queues.
         .target(name: "FerryTransport", dependencies: [
-            "CFUSE", "FerryEngine", "FerryProtocol", "FerrySystem",
+            "CFUSE", "CURing", "FerryEngine", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: [

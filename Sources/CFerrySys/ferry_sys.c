@@ -179,3 +179,10 @@ int ferry_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int ferry_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
 }
+
+int ferry_pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}

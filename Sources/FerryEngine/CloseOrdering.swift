@@ -53,6 +53,24 @@ final class CloseOrdering: Sendable {
         wakeSettlers()
     }
 
+    /// `reader` stopped waiting with several requests (a ring queue's batch).
+    func readerStopped(_ reader: ReaderProgress, withAll headers: [InHeader]) {
+        let closes = headers.filter { CloseOrdering.isClose($0.opcode) }
+        if !closes.isEmpty {
+            pending.update { pending in for header in closes { pending[header.unique] = header.nodeID } }
+        }
+        reader.reads.add(1, ordering: .sequentiallyConsistent)
+        wakeSettlers()
+    }
+
+    /// Records the closes among `headers`, taken by a reader that is busy (a ring queue).
+    func announce(_ headers: [InHeader]) {
+        guard headers.contains(where: { CloseOrdering.isClose($0.opcode) }) else { return }
+        pending.update { pending in
+            for header in headers where CloseOrdering.isClose(header.opcode) { pending[header.unique] = header.nodeID }
+        }
+    }
+
     private func wakeSettlers() {
         if settling.load(ordering: .sequentiallyConsistent) > 0 { pending.update { _ in } }
     }

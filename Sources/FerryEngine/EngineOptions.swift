@@ -47,6 +47,10 @@ public struct EngineOptions: Sendable {
     public var ioEngine = IOEngineKind.sync
     /// Data requests each reader thread keeps in flight on its I/O engine.
     public var ioDepth = 16
+    /// Ask for FUSE-over-io_uring at INIT (OVER_IO_URING): requests then come through ring
+    /// queues (protocol/fuse-uring.md). The kernel offers it only with the fuse module's
+    /// enable_uring parameter on.
+    public var overIOUring = false
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
     public init() {}

@@ -89,6 +89,20 @@ public final class FUSEEngine: Sendable {
         closeOrdering.readerStopped(progress, with: request.flatMap { try? RequestDecoder.header($0) })
     }
 
+    /// A reader that takes several requests in one wait (a FUSE ring queue) calls this instead,
+    /// with the headers of all of them, before it hands any to `handle`.
+    public func stoppedWaiting(_ worker: Worker, requests: [InHeader]) {
+        guard let progress = worker.progress else { return }
+        closeOrdering.readerStopped(progress, withAll: requests)
+    }
+
+    /// A ring queue that took more requests while handling a batch announces them with this
+    /// (no change to its waiting state), before it hands any of them to `handle`.
+    public func announce(_ worker: Worker, requests: [InHeader]) {
+        guard worker.progress != nil else { return }
+        closeOrdering.announce(requests)
+    }
+
     /// A reader thread that stops reading for good calls this.
     public func retire(_ worker: Worker) {
         if let progress = worker.progress { closeOrdering.remove(progress) }

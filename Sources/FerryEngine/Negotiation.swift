@@ -44,6 +44,7 @@ enum Negotiation {
         // The kernel's I/O on plain files goes straight to the host file (never with the
         // writeback cache: the kernel refuses the pair).
         if options.passthrough && !options.writebackCache { wanted.insert(.passthrough) }
+        if options.overIOUring { wanted.insert(.overIOUring) }   // requests through ring queues
         return wanted.intersection(kernel)
     }
 

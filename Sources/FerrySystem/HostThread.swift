@@ -39,6 +39,14 @@ public struct HostThread: @unchecked Sendable {
     /// exited (ESRCH), unlike pthread_kill on a finished detached thread.
     public static func signal(threadID tid: Int32, _ signal: Int32) { _ = ferry_tgkill(tid, signal) }
 
+    /// Keeps the calling thread on CPU `cpu` (sched_setaffinity).
+    public static func pinCurrent(toCPU cpu: Int) throws(Errno) {
+        _ = try checked { ferry_pin_to_cpu(Int32(cpu)) }
+    }
+
+    /// CPUs the kernel may ever bring online (possible CPUs, numbered 0..<count).
+    public static var configuredCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))) }
+
     /// Waits for the thread to finish.
     public func join() { pthread_join(handle, nil) }
 

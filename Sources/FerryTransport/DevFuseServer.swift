@@ -5,14 +5,33 @@ import Glibc
 import Logging
 import Synchronization
 
+/// How requests reach Ferry after INIT.
+public enum Transport: Sendable, Equatable {
+    /// read(2) on /dev/fuse descriptors.
+    case devFuse
+    /// FUSE-over-io_uring queues of `depth` entries (the engine must ask for OVER_IO_URING).
+    /// `required`: a connection that cannot use them is a start-up error; otherwise Ferry
+    /// serves over /dev/fuse and says why in one log line.
+    case ring(depth: Int, required: Bool)
+}
+
 /// Serves a mounted FUSE file system over /dev/fuse: answers INIT, then runs `threads` reader
 /// threads, each blocked in read(2) on its own cloned descriptor, until the kernel ends the
-/// connection (unmount or abort).
+/// connection (unmount or abort). With the io_uring transport, the rings carry the requests and
+/// a few readers stay for what the kernel still sends on /dev/fuse (FORGET, INTERRUPT, requests
+/// before the rings are ready).
 public final class DevFuseServer: Sendable {
     let engine: FUSEEngine
     let mount: FUSEMount
     let threads: Int
+    let transport: Transport
     let logger: Logger
+    /// /dev/fuse readers kept beside the rings.
+    static let readersBesideRings = 2
+    /// The ring queues, while they run.
+    private let rings = Mutex<FUSERingServer?>(nil)
+    /// Requests read from /dev/fuse (INIT not counted).
+    private let devRequests = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     /// Set when readers must leave even though the kernel still has the connection open.
     private let abandoning = Atomic<Bool>(false)
@@ -20,10 +39,11 @@ public final class DevFuseServer: Sendable {
     /// Held by the reader that is reading (see `readAndAnnounce`).
     private let readTurn = Mutex<Void>(())
 
-    public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, logger: Logger) {
+    public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, transport: Transport = .devFuse, logger: Logger) {
         self.engine = engine
         self.mount = mount
         self.threads = max(1, threads)
+        self.transport = transport
         self.logger = logger
     }
 
@@ -35,7 +55,11 @@ public final class DevFuseServer: Sendable {
                     onServing: () -> Void = {}) throws {
         engine.attachBackingDevice(mount.fd)   // passthrough backing files are registered on it
         try answerInit()
+        // The rings first: once INIT took OVER_IO_URING the kernel holds every new request
+        // until all queues are registered, and `onInitialized` may make requests (a stat).
+        let ringServer = try startRings()
         if let session = engine.session { try onInitialized(session) }
+        let threads = ringServer == nil ? self.threads : min(self.threads, DevFuseServer.readersBesideRings)
         var descriptors = [mount.fd]
         for _ in 1..<threads {
             do { descriptors.append(try DevFuseDevice.clone(mount.fd)) }
@@ -44,7 +68,8 @@ public final class DevFuseServer: Sendable {
                 descriptors.append(mount.fd)
             }
         }
-        logger.info("serving with \(threads) reader thread(s)")
+        logger.info(ringServer == nil ? "serving with \(threads) reader thread(s)"
+                                      : "serving through the io_uring queues, with \(threads) /dev/fuse reader thread(s) for FORGET and INTERRUPT")
         WakeSignal.install(WakeSignal.reader)
         for (index, fd) in descriptors.enumerated() {
             let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
@@ -55,6 +80,12 @@ public final class DevFuseServer: Sendable {
         onServing()
         readers.withLock { $0 }.forEach { $0.join() }
         for fd in Set(descriptors) where fd != mount.fd { Glibc.close(fd) }
+        if let ringServer {
+            ringServer.stop()
+            ringServer.join()
+            rings.withLock { $0 = nil }
+            logger.info("transport totals: \(ringServer.requestsServed) request(s) through the io_uring queues, \(devRequests.load(ordering: .relaxed)) through /dev/fuse")
+        }
         logger.info("connection closed; \(engine.fs.inodes.count) node(s), \(engine.fs.openFiles.count) open file(s) and \(engine.passthroughBackingIDs) passthrough backing id(s) were still known")
     }
 
@@ -72,6 +103,7 @@ public final class DevFuseServer: Sendable {
             // Without fusectl, leave anyway: wake the readers, and closing the last /dev/fuse
             // descriptor makes the kernel abort the connection.
             abandoning.store(true, ordering: .relaxed)
+            rings.withLock { $0 }?.stop()
             readers.withLock { $0 }.forEach { $0.signal(WakeSignal.reader) }
         }
     }
@@ -82,6 +114,33 @@ public final class DevFuseServer: Sendable {
     /// reply that handler would send.
     public func sendNotification(_ message: ByteView) -> Int32 {
         DevFuseDevice.send(mount.fd, message)
+    }
+
+    /// Starts the ring queues when the transport asks for them and INIT agreed to them; nil
+    /// when requests stay on /dev/fuse (logged, or thrown when the rings were required).
+    private func startRings() throws -> FUSERingServer? {
+        guard case let .ring(depth, required) = transport, let session = engine.session else { return nil }
+        guard session.flags.contains(.overIOUring) else {
+            let why = "the kernel did not offer FUSE_OVER_IO_URING at INIT (is /sys/module/fuse/parameters/enable_uring on?)"
+            if required { throw MountError("--transport uring: \(why)") }
+            logger.info("transport /dev/fuse: \(why)")
+            return nil
+        }
+        let server: FUSERingServer
+        do {
+            server = try FUSERingServer(engine: engine, deviceFD: mount.fd, mountpoint: mount.mountpoint, session: session, depth: depth, logger: logger)
+            rings.withLock { $0 = server }
+            try server.start()
+            return server
+        } catch {
+            // INIT took OVER_IO_URING, so the kernel holds every request until all queues are
+            // registered; a refused REGISTER makes it give the rings up and use /dev/fuse.
+            rings.withLock { $0 }?.stop()
+            FUSERingServer.giveUpRings(deviceFD: mount.fd)
+            if required { throw MountError("--transport uring: \(error)") }
+            logger.warning("transport /dev/fuse: \(error)")
+            return nil
+        }
     }
 
     private func answerInit() throws {
@@ -142,6 +201,7 @@ public final class DevFuseServer: Sendable {
                 }
             }
             if case let .request(n) = result {
+                devRequests.add(1, ordering: .relaxed)
                 engine.stoppedWaiting(worker, request: buffer.view(count: n))
             } else {
                 engine.stoppedWaiting(worker, request: nil)

@@ -1,5 +1,6 @@
 import FerryIO
 import FerrySystem
+import FerryTransport
 import Glibc
 
 /// The fastest correct configuration `ferry serve` can run here: FUSE passthrough, the I/O
@@ -18,12 +19,14 @@ struct AutoConfiguration {
     let passthrough: Bool
     /// The I/O engine for the data requests that reach Ferry.
     let ioEngine: IOEngineKind
+    /// How requests reach Ferry.
+    let transport: Transport
     /// Every decision, in order.
     let decisions: [Decision]
 
     /// Decides for `serve`'s options on this host. Probes only (a throw-away io_uring, /proc,
-    /// uname); changes nothing.
-    init(_ serve: Serve) {
+    /// /sys, uname); changes nothing. Throws when an explicit request cannot be met here.
+    init(_ serve: Serve) throws(StartupError) {
         var decisions: [Decision] = []
 
         let kernel = AutoConfiguration.kernelRelease()
@@ -56,6 +59,26 @@ struct AutoConfiguration {
             ioEngine = .sync
             decisions.append(Decision(setting: "I/O engine", value: "sync", reason: "io_uring cannot be set up here (\(error))"))
         }
+        let parameter = FUSERingSupport.parameterPath
+        let transportReason: String
+        switch (serve.transport, FUSERingSupport.state) {
+        case (.dev, _):
+            transport = .devFuse
+            transportReason = "--transport dev"
+        case (_, .enabled):
+            transport = .ring(depth: FUSERingServer.defaultDepth, required: serve.transport == .uring)
+            transportReason = "\(parameter) is on; one queue per CPU (INIT confirms it)"
+        case let (choice, state):
+            var why = "this kernel has no FUSE-over-io_uring (\(parameter) is missing; Linux 6.14+ with CONFIG_FUSE_IO_URING)"
+            if case let .disabled(value) = state {
+                why = "the kernel's FUSE-over-io_uring is off (\(parameter) is \(value); as root: echo 1 > \(parameter))"
+            }
+            if choice == .uring { throw StartupError("--transport uring: \(why)") }
+            transport = .devFuse
+            transportReason = why
+        }
+        decisions.append(Decision(setting: "transport", value: transport == .devFuse ? "/dev/fuse" : "io_uring",
+                                  reason: transportReason))
         self.decisions = decisions
     }
 

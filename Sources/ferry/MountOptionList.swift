@@ -34,7 +34,7 @@ struct MountOptionList: Equatable {
 
     /// Ferry's own options that take a value, and those that are flags (the long options of
     /// `ferry serve`, plus `allow_other` as FUSE spells it).
-    static let valued: Set<String> = ["cache", "passthrough", "threads", "inode-file-handles", "notify-watcher",
+    static let valued: Set<String> = ["cache", "passthrough", "transport", "threads", "inode-file-handles", "notify-watcher",
                                       "notify-ring-size", "log-level", "log-file", "io-engine", "io-depth"]
     static let flags: Set<String> = ["writeback", "readonly", "no-xattr", "no-posix-locks", "no-flock",
                                      "allow-other", "no-allow-other", "notify", "no-notify", "stats"]

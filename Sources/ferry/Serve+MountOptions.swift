@@ -14,6 +14,7 @@ extension Serve {
             switch option.name {
             case "cache": serve.cache = try Serve.value(CacheMode(rawValue: value), for: option)
             case "passthrough": serve.passthrough = try Serve.value(PassthroughChoice(rawValue: value), for: option)
+            case "transport": serve.transport = try Serve.value(TransportChoice(rawValue: value), for: option)
             case "threads": serve.threads = try Serve.value(Int(value), for: option)
             case "io-engine": serve.ioEngine = try Serve.value(IOEngineKind(rawValue: value), for: option)
             case "io-depth": serve.ioDepth = try Serve.value(Int(value), for: option)

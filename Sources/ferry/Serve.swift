@@ -21,6 +21,16 @@ enum PassthroughChoice: String, CaseIterable, ExpressibleByArgument {
     case never
 }
 
+/// `--transport auto|uring|dev`.
+enum TransportChoice: String, CaseIterable, ExpressibleByArgument {
+    /// FUSE-over-io_uring where the kernel offers it, else /dev/fuse (saying why in the log).
+    case auto
+    /// FUSE-over-io_uring, or a start-up error.
+    case uring
+    /// read(2)/write(2) on /dev/fuse.
+    case dev
+}
+
 /// `ferry serve SOURCE MOUNTPOINT`: mount SOURCE at MOUNTPOINT and serve it until SIGINT,
 /// SIGTERM or an unmount.
 struct Serve: ParsableCommand {
@@ -41,6 +51,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "FUSE passthrough: auto (plain files are read, written and mapped by the kernel on the host file; needs CAP_SYS_ADMIN, not with --writeback) or never.")
     var passthrough: PassthroughChoice = .auto
+
+    @Option(help: "How requests reach Ferry: uring (FUSE-over-io_uring queues, one per CPU; Linux 6.14+ with /sys/module/fuse/parameters/enable_uring on, else a start-up error), dev (/dev/fuse reader threads) or auto (uring where the kernel offers it, else dev).")
+    var transport: TransportChoice = .auto
 
     @Flag(help: "Share read-only.")
     var readonly = false
@@ -161,7 +174,7 @@ struct Serve: ParsableCommand {
     private func serve(_ list: MountOptionList, logger: Logger) throws {
         try Preflight.check(source: source, mountpoint: mountpoint)
         if explain {
-            explainConfiguration()
+            try explainConfiguration()
             return
         }
         let root = geteuid() == 0
@@ -198,11 +211,13 @@ struct Serve: ParsableCommand {
         engineOptions.posixLocks = !noPosixLocks
         engineOptions.flockLocks = !noFlock
         engineOptions.posixACLs = !noXattr
-        let chosen = AutoConfiguration(self)
+        let chosen = try AutoConfiguration(self)
         logger.info("configuration: \(chosen.summary)")
         engineOptions.passthrough = chosen.passthrough
         engineOptions.ioEngine = chosen.ioEngine
         engineOptions.ioDepth = ioDepth
+        let transportSetting = chosen.transport
+        engineOptions.overIOUring = transportSetting != .devFuse
         let notifier = try makeNotifier(fs: fs, enabled: wantNotify, logger: logger)
         engineOptions.notifications = notifier != nil
         let engine = FUSEEngine(fs: fs, options: engineOptions, logger: logger)
@@ -219,7 +234,8 @@ struct Serve: ParsableCommand {
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount, logger: logger)
+        let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
+                                   transport: transportSetting, logger: logger)
         let report = StatsReport(notifier: notifier, logger: logger)
         try signals.start { signal in
             if signal == SIGUSR1 { report.print(); return }
@@ -246,8 +262,8 @@ struct Serve: ParsableCommand {
     }
 
     /// `--explain`: the decisions, one per line, and the settings given.
-    private func explainConfiguration() {
-        let chosen = AutoConfiguration(self)
+    private func explainConfiguration() throws {
+        let chosen = try AutoConfiguration(self)
         print("ferry serve \(source) \(mountpoint) would run with:")
         for decision in chosen.decisions {
             print("  \(decision.setting): \(decision.value)\n      because \(decision.reason)")

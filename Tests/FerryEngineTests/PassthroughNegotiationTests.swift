@@ -35,6 +35,16 @@ final class PassthroughNegotiationTests: XCTestCase {
         return (InitFlags(rawValue: low | high << 32), reply.load(UInt32.self, at: 16 + 36)!)
     }
 
+    /// FUSE_OVER_IO_URING (flags2 bit 9): asked for only with `overIOUring`, and only when offered.
+    func testOverIOUringOnlyWhenAskedForAndOffered() throws {
+        var options = EngineOptions()
+        options.overIOUring = true
+        XCTAssertTrue(try negotiate(options, kernel: [.overIOUring]).0.contains(.overIOUring))
+        XCTAssertFalse(try negotiate(options, kernel: []).0.contains(.overIOUring))
+        XCTAssertFalse(try negotiate(EngineOptions(), kernel: [.overIOUring]).0.contains(.overIOUring))
+        XCTAssertEqual(InitFlags.overIOUring.rawValue, 1 << 41)
+    }
+
     func testPassthroughIsAskedForWithStackDepthOne() throws {
         var options = EngineOptions()
         options.passthrough = true

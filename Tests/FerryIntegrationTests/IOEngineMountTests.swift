@@ -47,8 +47,9 @@ final class IOEngineMountTests: XCTestCase {
 
     /// fio writes random blocks at depth 32 with checksums and reads them back, O_DIRECT and
     /// buffered, through each engine (a mixed-up buffer or reply shows as a verify failure).
-    private func verify(engine: String, depth: String) throws {
-        let server = try FerryServer(arguments: ["--passthrough", "never", "--io-engine", engine, "--io-depth", depth])
+    private func verify(engine: String, depth: String, transport: String = "dev") throws {
+        let server = try FerryServer(arguments: ["--passthrough", "never", "--io-engine", engine, "--io-depth", depth,
+                                                 "--transport", transport])
         defer { server.stop() }
         for direct in ["1", "0"] {
             let result = try fio(server.mountpoint, ["--rw=randwrite", "--direct=\(direct)", "--verify=crc32c",
@@ -65,6 +66,14 @@ final class IOEngineMountTests: XCTestCase {
     func testVerifiedRandomWritesThroughAFullUringQueue() throws { try verify(engine: "uring", depth: "1") }
 
     func testVerifiedRandomWritesThroughTheSyncEngine() throws { try verify(engine: "sync", depth: "16") }
+
+    /// Over the FUSE-over-io_uring transport: ring entries wait for the I/O engine's completions.
+    func testVerifiedRandomWritesOverTheRingTransport() throws {
+        try URingParameter.enable()
+        defer { URingParameter.restore() }
+        try verify(engine: "uring", depth: "4", transport: "uring")
+        try verify(engine: "sync", depth: "4", transport: "uring")
+    }
 }
 
 /// `ferry serve` picks passthrough and the I/O engine by itself, says why in one start-up
@@ -79,6 +88,7 @@ final class AutoConfigurationTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.output.contains("passthrough: on"), result.output)
         XCTAssertTrue(result.output.contains("I/O engine: io_uring"), result.output)
+        XCTAssertTrue(result.output.contains("transport: "), result.output)
         XCTAssertFalse(FerryServer.isMounted(scratch + "/mnt"))
         let forced = try runCommand([FerryServer.binary, "serve", "--explain", "--writeback", "--io-engine", "sync",
                                      scratch + "/src", scratch + "/mnt"])

@@ -82,6 +82,8 @@ int ferry_fcntl_lock(int fd, int cmd, short *type, int64_t *start, int64_t *len,
 /// flock(2).
 int ferry_flock(int fd, int operation);
 /// pthread_create with a given stack size.
+/// Pins the calling thread to CPU `cpu` (sched_setaffinity); 0 or -1 with errno.
+int ferry_pin_to_cpu(int cpu);
 int ferry_thread_create(pthread_t *thread, size_t stack_size, void *(*start)(void *), void *arg);
 
 /// tgkill(2): signals one thread of this process by kernel thread id (ESRCH once it has exited).

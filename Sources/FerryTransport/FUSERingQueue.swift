@@ -1,0 +1,401 @@
+import FerryEngine
+import FerryProtocol
+import FerrySystem
+import Glibc
+import Logging
+import Synchronization
+
+/// One ring entry: the header page and payload buffer the kernel writes a request into and
+/// reads the reply from (protocol/fuse-uring.md), and where the entry is.
+final class FUSERingEntry {
+    enum State {
+        /// Registered or committed: the kernel owns the buffers.
+        case inKernel
+        /// Holds a request the queue thread is handling.
+        case holding
+        /// Holds a request answered later (a blocking lock): committed when the reply comes.
+        case parked
+        /// Holds a data request the worker's I/O engine runs: committed when it completes.
+        case inIO
+        /// The kernel ended the entry (unmount, abort) or refused it.
+        case dead
+    }
+
+    let index: Int
+    let header: MessageBuffer
+    let payload: MessageBuffer
+    /// iov[0] = header, iov[1] = payload; read by the kernel at REGISTER.
+    let iovecs: UnsafeMutablePointer<iovec>
+    var state = State.inKernel
+    /// The commit id of the request held (valid while holding or parked).
+    var commitID: UInt64 = 0
+    /// The last command submitted, to submit again after EAGAIN/EINTR.
+    var lastCommand = FUSERingABI.Command.register
+
+    init(index: Int, payloadSize: Int) {
+        self.index = index
+        header = MessageBuffer(capacity: MessageBuffer.pageSize)
+        payload = MessageBuffer(capacity: payloadSize)
+        iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: FUSERingABI.iovecCount)
+        iovecs[0] = iovec(iov_base: header.mutableBytes.baseAddress, iov_len: header.capacity)
+        iovecs[1] = iovec(iov_base: payload.mutableBytes.baseAddress, iov_len: payload.capacity)
+    }
+
+    deinit { iovecs.deallocate() }
+
+    /// The request's header fields that lock ordering needs, straight from in_out.
+    var inHeader: InHeader {
+        let h = header.view(count: FUSEABI.inHeaderSize)
+        return InHeader(length: h.load(UInt32.self, at: 0) ?? 0, opcode: h.load(UInt32.self, at: 4) ?? 0,
+                        unique: h.load(UInt64.self, at: 8) ?? 0, nodeID: h.load(UInt64.self, at: 16) ?? 0,
+                        uid: 0, gid: 0, pid: 0)
+    }
+
+    /// Puts a reply (out header + body, as the engine encodes it for /dev/fuse) into the
+    /// entry: the header into in_out, the body into the payload, its length into payload_sz.
+    func storeReply(_ reply: ByteView) {
+        let out = header.mutableBytes
+        let bodyCount = max(0, reply.count - FUSEABI.outHeaderSize)
+        reply.withUnsafeBytes { bytes in
+            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(FUSEABI.outHeaderSize)))
+            if bodyCount > 0 {
+                payload.mutableBytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[FUSEABI.outHeaderSize...]))
+            }
+        }
+        out.storeBytes(of: UInt32(bodyCount).littleEndian,
+                       toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
+    }
+
+    /// Rebuilds the /dev/fuse form of the request held (header, op_in part, payload) in
+    /// `buffer`; returns its length, or nil when the entry's sizes do not add up.
+    func assembleRequest(into buffer: MessageBuffer) -> Int? {
+        guard let layout = RingRequestLayout(header: header.view(count: FUSERingABI.requestHeaderSize),
+                                             payloadCapacity: payload.capacity),
+              layout.length <= buffer.capacity else { return nil }
+        let dest = buffer.mutableBytes
+        let src = header.mutableBytes
+        dest.baseAddress!.copyMemory(from: src.baseAddress! + FUSERingABI.inOutOffset, byteCount: FUSEABI.inHeaderSize)
+        dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize)
+            .copyMemory(from: src.baseAddress! + FUSERingABI.opInOffset, byteCount: layout.opInLength)
+        dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize + layout.opInLength)
+            .copyMemory(from: payload.mutableBytes.baseAddress!, byteCount: layout.payloadLength)
+        return layout.length
+    }
+}
+
+/// One FUSE ring queue: a thread pinned to CPU `qid` with its own io_uring, `depth` entries
+/// registered with the kernel, and an eventfd that brings it deferred replies, lock-ordering
+/// kicks and the request to stop (protocol/fuse-uring.md, "Queues").
+final class FUSERingQueue: @unchecked Sendable {
+    let qid: Int
+    let depth: Int
+    private let engine: FUSEEngine
+    private let deviceFD: Int32
+    private let payloadSize: Int
+    private let logger: Logger
+
+    // Shared with other threads.
+    private let wake: EventCounter
+    private let inbox = Mutex<[[UInt8]]>([])
+    private let stopping = Atomic<Bool>(false)
+    /// Requests answered through this queue's ring.
+    let served = Atomic<Int>(0)
+    /// The entries (queue thread only). Kept as long as the queue: the kernel may still hold
+    /// pointers to their buffers until it has torn the ring down.
+    private var entries: [FUSERingEntry] = []
+
+    private static let wakeTag = UInt64.max
+    /// The poll on the I/O engine's completion eventfd.
+    private static let dataTag = UInt64.max - 1
+
+    /// Makes requests of its own on this queue's CPU so that the kernel hands out what it queued.
+    let nudger: RingNudger
+    /// Entries parked since the last nudge (queue thread only).
+    private var parkedSinceNudge = 0
+
+    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String,
+         logger: Logger) throws(Errno) {
+        self.qid = qid
+        nudger = RingNudger(cpu: qid, mountpoint: mountpoint, logger: logger)
+        self.depth = depth
+        self.engine = engine
+        self.deviceFD = deviceFD
+        self.payloadSize = payloadSize
+        self.logger = logger
+        wake = try EventCounter()
+    }
+
+    /// Hands a reply completed later (by a lock waiter, any thread) to the queue thread.
+    func postDeferred(_ reply: [UInt8]) {
+        inbox.withLock { $0.append(reply) }
+        wake.signal()
+    }
+
+    /// Asks the queue thread to leave (from any thread).
+    func stop() {
+        nudger.stop()
+        stopping.store(true, ordering: .releasing)
+        wake.signal()
+    }
+
+    /// The queue thread's body: sets up the ring, registers the entries, reports through
+    /// `registered` (nil or why not), then serves until the kernel ends every entry or `stop`.
+    func run(registered: (Error?) -> Void) {
+        do {
+            try HostThread.pinCurrent(toCPU: qid)
+        } catch {
+            logger.warning("ring queue \(qid): cannot pin to CPU \(qid): \(error)")
+        }
+        let ring: CommandRing
+        do {
+            // Completions: room for every entry a queue may grow to (blocked locks), so the
+            // kernel never has to hold completions back.
+            ring = try CommandRing(entries: UInt32(depth + 1), completions: UInt32(2 * FUSERingQueue.maximumEntries))
+            try ring.registerFixedFile(deviceFD)
+        } catch {
+            registered(error)
+            return
+        }
+        for index in 0..<depth {
+            let entry = FUSERingEntry(index: index, payloadSize: payloadSize)
+            entries.append(entry)
+            _ = ring.queueCommand(.register, iovecs: entry.iovecs, commitID: 0, queueID: UInt16(qid), userData: UInt64(index))
+        }
+        _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
+        let submitted = ring.submit()
+        var batch: [CommandRing.Completion] = []
+        batch.reserveCapacity(2 * (depth + 1))
+        ring.reap(into: &batch)
+        if submitted < 0 {
+            registered(Errno(rawValue: -submitted)); return
+        }
+        if let failed = batch.first(where: { $0.userData != FUSERingQueue.wakeTag && $0.result < 0 && $0.result != -EAGAIN }) {
+            registered(Errno(rawValue: -failed.result)); return
+        }
+        registered(nil)
+
+        let worker = engine.makeWorker(deferredReplies: { [self] bytes in self.postDeferred(bytes) },
+                                       notifications: { [deviceFD] message in DevFuseDevice.send(deviceFD, message) },
+                                       kick: { [wake] in wake.signal() })
+        let commitData = { [self] (reply: ByteView) -> Bool in self.commitData(reply, ring: ring) }
+        defer {
+            engine.drainData(worker, send: { _ in false })   // the kernel may still write into their buffers
+            engine.retire(worker)
+        }
+        if let completions = worker.completionFD { _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) }
+        var ready: [FUSERingEntry] = []
+        ready.reserveCapacity(depth)
+        var headers: [InHeader] = []
+        headers.reserveCapacity(depth)
+        var unexpected = 0
+
+        while true {
+            engine.waitingForRequest(worker)
+            if batch.isEmpty {
+                worker.startQueuedData()
+                let rc = ring.submitAndWait()
+                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
+                    logger.error("ring queue \(qid): io_uring_enter failed: \(Errno(rawValue: -rc))")
+                    engine.stoppedWaiting(worker, requests: [])
+                    break
+                }
+            }
+            ring.reap(into: &batch)
+            // Everything reaped is announced before any of it runs (close-before-lock ordering).
+            ready.removeAll(keepingCapacity: true)
+            headers.removeAll(keepingCapacity: true)
+            absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
+            engine.stoppedWaiting(worker, requests: headers)
+            // Smallest unique first (the kernel's order), so a close runs before a lock request
+            // queued after it. Between requests, completions that arrived meanwhile are announced
+            // and join the batch: that narrows the window in which a lock request on another
+            // queue could miss a close this thread holds unannounced (protocol/fuse-uring.md).
+            while !ready.isEmpty {
+                var next = 0
+                for i in ready.indices.dropFirst() where ready[i].inHeader.unique < ready[next].inHeader.unique { next = i }
+                ready.swapAt(next, ready.count - 1)
+                let entry = ready.removeLast()
+                handle(entry, worker: worker, ring: ring, commitData: commitData)
+                ring.reap(into: &batch)
+                if !batch.isEmpty {
+                    headers.removeAll(keepingCapacity: true)
+                    absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
+                    engine.announce(worker, requests: headers)
+                }
+                // Replies go out at once (a later request may wait on this one in the kernel,
+                // e.g. through a notification); the last one rides on the next wait.
+                if !ready.isEmpty { _ = ring.submit() }
+            }
+            growIfParked(ring: ring)
+            if parkedSinceNudge > 0 {
+                // The fresh entries must be in the kernel before the nudges arrive.
+                _ = ring.submit()
+                nudger.nudge(parkedSinceNudge)
+                parkedSinceNudge = 0
+            }
+            if stopping.load(ordering: .acquiring) { break }
+            if !entries.contains(where: { $0.state != .dead }) { break }
+        }
+    }
+
+    /// Sorts completions: requests into `ready` (their headers into `headers`), EAGAIN/EINTR
+    /// submitted again, ended entries marked dead, and a wake-up served (deferred replies
+    /// committed, the eventfd poll re-armed). Empties `batch`.
+    private func absorb(_ batch: inout [CommandRing.Completion], into ready: inout [FUSERingEntry],
+                        headers: inout [InHeader], ring: CommandRing, unexpected: inout Int, worker: Worker) {
+        var woken = false, dataDone = false
+        for completion in batch {
+            if completion.userData == FUSERingQueue.wakeTag { woken = true; continue }
+            if completion.userData == FUSERingQueue.dataTag { dataDone = true; continue }
+            guard completion.userData < UInt64(entries.count) else { continue }
+            let entry = entries[Int(completion.userData)]
+            switch completion.result {
+            case 0:
+                entry.state = .holding
+                ready.append(entry)
+                headers.append(entry.inHeader)
+            case -EAGAIN, -EINTR:
+                resubmit(entry, ring: ring)
+            default:
+                entry.state = .dead
+                let error = -completion.result
+                if error != ENOTCONN && error != ECONNABORTED && error != ENODEV {
+                    unexpected += 1
+                    if unexpected <= 3 { logger.warning("ring queue \(qid): entry \(entry.index) ended: \(Errno(rawValue: error))") }
+                }
+            }
+        }
+        batch.removeAll(keepingCapacity: true)
+        if dataDone, let completions = worker.completionFD {
+            EventCounter.drain(completions)
+            _ = engine.completeData(worker) { commitData($0, ring: ring) }
+            if !ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) {
+                _ = ring.submit()
+                _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag)
+            }
+        }
+        if woken {
+            wake.drain()
+            commitDeferred(entries, ring: ring)
+            if !ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag) {
+                _ = ring.submit()   // the queue is full of commits: make room, then re-arm
+                _ = ring.queuePollIn(wake.fd.rawValue, userData: FUSERingQueue.wakeTag)
+            }
+        }
+    }
+
+    /// Entries the kernel should always have free for new requests of this CPU.
+    private var minimumFree: Int { max(1, depth / 2) }
+    /// Upper bound on entries per queue (blocking locks waiting at once, plus `depth`).
+    static let maximumEntries = 4096
+
+    /// Registers more entries when blocked lock requests hold so many that fewer than
+    /// `minimumFree` are left to the kernel: a waiter must never keep the unlock that would
+    /// release it from being delivered (protocol/fuse-uring.md, "Queues").
+    private func growIfParked(ring: CommandRing) {
+        var free = 0, parked = 0
+        for entry in entries {
+            if entry.state == .inKernel { free += 1 } else if entry.state == .parked { parked += 1 }
+        }
+        guard parked > 0 else { return }
+        while free < minimumFree && entries.count < FUSERingQueue.maximumEntries {
+            let entry = FUSERingEntry(index: entries.count, payloadSize: payloadSize)
+            entries.append(entry)
+            if !ring.queueCommand(.register, iovecs: entry.iovecs, commitID: 0, queueID: UInt16(qid), userData: UInt64(entry.index)) {
+                _ = ring.submit()
+                _ = ring.queueCommand(.register, iovecs: entry.iovecs, commitID: 0, queueID: UInt16(qid), userData: UInt64(entry.index))
+            }
+            free += 1
+        }
+        if entries.count > grownLogged + depth {
+            grownLogged = entries.count
+            logger.info("ring queue \(qid): \(entries.count) entries (\(parked) held by blocked lock requests)")
+        }
+    }
+    private var grownLogged = 0
+
+    private func handle(_ entry: FUSERingEntry, worker: Worker, ring: CommandRing, commitData: (ByteView) -> Bool) {
+        // The request is rebuilt in a free slot of the worker's I/O engine: a WRITE's data stays
+        // there until the host has it. With every slot in flight, one must complete first.
+        if !worker.canTakeRequest { _ = engine.completeData(worker, wait: true, send: commitData) }
+        let request = worker.requestBuffer
+        entry.commitID = entry.header.view(count: FUSERingABI.requestHeaderSize)
+            .load(UInt64.self, at: FUSERingABI.entInOutOffset + FUSERingABI.entCommitIDOffset) ?? 0
+        served.add(1, ordering: .relaxed)
+        guard let length = entry.assembleRequest(into: request) else {
+            let h = entry.inHeader
+            logger.error("ring queue \(qid): request #\(h.unique) with inconsistent sizes; answering EIO")
+            var writer = WireWriter(worker.replyBuffer)
+            ReplyFraming.finishError(&writer, unique: h.unique, errno: EIO)
+            entry.storeReply(writer.written)
+            commit(entry, ring: ring)
+            return
+        }
+        let inFlight = worker.dataInFlight
+        switch engine.handle(request.view(count: length), worker: worker) {
+        case let .reply(bytes):
+            entry.storeReply(bytes)
+            commit(entry, ring: ring)
+        case .noReply where worker.dataInFlight > inFlight:
+            // A data request: the I/O engine runs it; `commitData` answers it when it completes
+            // (at once for the sync engine).
+            entry.state = .inIO
+            _ = engine.completeData(worker, send: commitData)
+        case .noReply:
+            // A blocking lock: its waiter posts the reply later (postDeferred). Nothing else
+            // arrives on a ring without a reply (FORGET and INTERRUPT use /dev/fuse).
+            entry.state = .parked
+            parkedSinceNudge += 1
+        }
+    }
+
+    /// Commits the replies lock waiters posted, each into the entry that carries its request.
+    private func commitDeferred(_ entries: [FUSERingEntry], ring: CommandRing) {
+        let replies = inbox.withLock { list -> [[UInt8]] in
+            defer { list.removeAll() }
+            return list
+        }
+        for reply in replies {
+            reply.withUnsafeBytes { bytes in
+                let view = ByteView(bytes)
+                let unique = view.load(UInt64.self, at: 8) ?? 0
+                guard let entry = entries.first(where: { $0.state == .parked && $0.commitID == unique }) else {
+                    logger.warning("ring queue \(qid): deferred reply for #\(unique), which no entry holds; dropped")
+                    return
+                }
+                entry.storeReply(view)
+                commit(entry, ring: ring)
+            }
+            _ = ring.submit()
+        }
+    }
+
+    /// Commits the reply of a data request that completed into the entry holding the request.
+    private func commitData(_ reply: ByteView, ring: CommandRing) -> Bool {
+        let unique = reply.load(UInt64.self, at: 8) ?? 0
+        guard let entry = entries.first(where: { $0.state == .inIO && $0.commitID == unique }) else {
+            logger.warning("ring queue \(qid): data reply for #\(unique), which no entry holds; dropped")
+            return true
+        }
+        entry.storeReply(reply)
+        commit(entry, ring: ring)
+        return true
+    }
+
+    private func commit(_ entry: FUSERingEntry, ring: CommandRing) {
+        entry.state = .inKernel
+        entry.lastCommand = .commitAndFetch
+        if !ring.queueCommand(.commitAndFetch, iovecs: nil, commitID: entry.commitID, queueID: UInt16(qid),
+                              userData: UInt64(entry.index)) {
+            _ = ring.submit()   // cannot happen (an SQE per entry and one for the poll); be safe
+            _ = ring.queueCommand(.commitAndFetch, iovecs: nil, commitID: entry.commitID, queueID: UInt16(qid),
+                                  userData: UInt64(entry.index))
+        }
+    }
+
+    private func resubmit(_ entry: FUSERingEntry, ring: CommandRing) {
+        entry.state = .inKernel
+        _ = ring.queueCommand(entry.lastCommand, iovecs: entry.lastCommand == .register ? entry.iovecs : nil,
+                              commitID: entry.commitID, queueID: UInt16(qid), userData: UInt64(entry.index))
+    }
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""/dev/fuse vs FUSE-over-io_uring, interleaved A/B (issue 9, part 4).
+
+Starts two release `ferry serve` processes, one with --transport dev and one with --transport
+uring (enable_uring is turned on for the start and put back right after: a connection keeps the
+rings it negotiated), then alternates the workloads between them round by round:
+  meta: create / stat / unlink N files (tmpfs source, default cache), ops/s
+  randread: fio 4k random read, 1 job, psync, through Ferry (--passthrough never --cache never,
+            so every read is a round trip), IOPS
+and prints medians, ratios uring/dev and the server CPU per operation.
+Usage: transportbench.py FERRY_BINARY [--rounds 3] [--files 5000] [--runtime 10]
+"""
+import argparse, json, os, statistics, subprocess, sys, time
+
+PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def is_mounted(path):
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+class Server:
+    def __init__(self, binary, name, source, mountpoint, args):
+        self.mountpoint = mountpoint
+        os.makedirs(source, exist_ok=True)
+        os.makedirs(mountpoint, exist_ok=True)
+        self.log = open(f"/tmp/transportbench-{name}.log", "w")
+        self.proc = subprocess.Popen([binary, "serve", source, mountpoint] + args, stdout=self.log, stderr=self.log)
+        for _ in range(500):
+            if is_mounted(mountpoint):
+                return
+            time.sleep(0.02)
+        raise SystemExit(f"{name} did not mount; see /tmp/transportbench-{name}.log")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def meta(path, pid, n):
+    d = os.path.join(path, "meta")
+    os.makedirs(d, exist_ok=True)
+    names = [os.path.join(d, f"f{i}") for i in range(n)]
+    out = {}
+    c0 = cpu_seconds(pid)
+    t = time.perf_counter()
+    for p in names:
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+    out["create"] = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for p in names:
+        os.stat(p)
+    out["stat"] = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for p in names:
+        os.unlink(p)
+    out["unlink"] = n / (time.perf_counter() - t)
+    out["cpu_us_per_op"] = (cpu_seconds(pid) - c0) * 1e6 / (3 * n)
+    return out
+
+
+def randread(path, pid, runtime, jobs=1):
+    c0 = cpu_seconds(pid)
+    r = subprocess.run(["fio", "--name=rr", f"--directory={path}", "--filename=rr.dat", "--size=256m", "--bs=4k",
+                        "--rw=randread", "--ioengine=psync", "--iodepth=1", f"--numjobs={jobs}", "--group_reporting", "--time_based",
+                        f"--runtime={runtime}", "--output-format=json"], capture_output=True, text=True, check=True)
+    job = json.loads(r.stdout)["jobs"][0]["read"]
+    ios = job["total_ios"]
+    return {"iops": job["iops"], "cpu_us_per_op": (cpu_seconds(pid) - c0) * 1e6 / max(1, ios)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--runtime", type=int, default=10)
+    ap.add_argument("--work", default="/var/tmp/transportbench")
+    ap.add_argument("--meta-cache", default="auto", help="--cache of the metadata servers (never: every stat is a round trip)")
+    ap.add_argument("--jobs", type=int, default=1, help="fio jobs (processes) for the random read")
+    a = ap.parse_args()
+    with open(PARAM) as f:
+        old = f.read().strip()
+    servers = {}
+    try:
+        with open(PARAM, "w") as f:
+            f.write("1")
+        for transport in ("dev", "uring"):
+            servers[f"meta-{transport}"] = Server(a.binary, f"meta-{transport}", f"/dev/shm/transportbench-{transport}",
+                                                  f"{a.work}/meta-{transport}",
+                                                  ["--transport", transport, "--cache", a.meta_cache])
+            servers[f"rr-{transport}"] = Server(a.binary, f"rr-{transport}", f"{a.work}/src-{transport}",
+                                                f"{a.work}/rr-{transport}",
+                                                ["--transport", transport, "--passthrough", "never", "--cache", "never"])
+    finally:
+        with open(PARAM, "w") as f:
+            f.write("1" if old in ("Y", "1") else "0")
+    results = {k: [] for k in servers}
+    try:
+        for rnd in range(a.rounds):
+            order = ("dev", "uring") if rnd % 2 == 0 else ("uring", "dev")
+            for transport in order:
+                s = servers[f"meta-{transport}"]
+                results[f"meta-{transport}"].append(meta(s.mountpoint, s.proc.pid, a.files))
+                s = servers[f"rr-{transport}"]
+                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime, a.jobs))
+            print(f"round {rnd + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
+    finally:
+        for s in servers.values():
+            s.stop()
+    med = lambda k, f: statistics.median(r[f] for r in results[k])
+    print(f"\nmedians of {a.rounds} interleaved rounds ({a.files} files, --cache {a.meta_cache}; fio {a.runtime} s, {a.jobs} job(s)):")
+    print("| workload | /dev/fuse | io_uring | uring/dev |")
+    print("|---|---|---|---|")
+    for f in ("create", "stat", "unlink", "cpu_us_per_op"):
+        d, u = med("meta-dev", f), med("meta-uring", f)
+        print(f"| meta {f} | {d:,.1f} | {u:,.1f} | {u / d:.2f} |")
+    for f in ("iops", "cpu_us_per_op"):
+        d, u = med("rr-dev", f), med("rr-uring", f)
+        print(f"| 4k randread {f} | {d:,.1f} | {u:,.1f} | {u / d:.2f} |")
+    for name in servers:
+        with open(f"/tmp/transportbench-{name}.log") as f:
+            totals = [l.strip() for l in f if "transport totals" in l or "transport io_uring" in l]
+        print(f"{name}: {' / '.join(t.split('] ', 1)[-1] for t in totals)}")
+
+
+if __name__ == "__main__":
+    main()
