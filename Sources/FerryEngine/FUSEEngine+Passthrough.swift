@@ -33,7 +33,15 @@ extension FUSEEngine {
             backing.opened(fh: fh, nodeID: nodeID, fd: fd, eligible: eligible) { (device, fd) throws(Errno) -> Int32 in
                 // Ferry's own credentials, not the caller's: the kernel keeps them for every
                 // open of the inode, and opens each later user's backing file with them.
-                try ctx.asRoot { () throws(Errno) -> Int32 in try FUSEBackingDevice.open(device: device, file: fd) }
+                // The backing id keeps the file it was given for as long as the inode stays
+                // open, so it gets a description of its own (O_PATH; the kernel takes only its
+                // path): given the caller's own open file, it would keep that file's flock
+                // alive after the caller closed it, and a waiter for the flock would wait forever.
+                try ctx.asRoot { () throws(Errno) -> Int32 in
+                    let path = try Host.reopen(fd, flags: HostFlags.oPath)
+                    defer { Host.close(path) }
+                    return try FUSEBackingDevice.open(device: device, file: path)
+                }
             }
         }
         if let id {

@@ -73,6 +73,7 @@ final class LockTests: XCTestCase {
     func testInterruptedOrKilledWaiterLeavesNoLock() throws { try check("interrupted_waiter_leaves_no_lock") }
     func testCloseAndExitReleaseLocks() throws { try check("close_and_exit_release_locks") }
     func testReleaseIsSeenAtOnceThroughTheSameMount() throws { try check("release_is_seen_at_once") }
+    func testFlockEndsWithTheOpenThatTookIt() throws { try check("flock_ends_with_the_open_that_took_it") }
     func testDeadlockIsDetected() throws { try check("deadlock_is_detected") }
     func testFiveHundredWaitersDoNotBlockIO() throws { try check("many_waiters_do_not_block_io") }
 

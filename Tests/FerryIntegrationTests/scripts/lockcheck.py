@@ -5,7 +5,7 @@ Usage: lockcheck.py SOURCE MOUNT_A MOUNT_B CHECK
 Prints "PASS name" or "FAIL name: reason"; exit status 0 only on PASS.
 Each lock holder is its own process (POSIX locks belong to processes).
 """
-import errno, fcntl, os, signal, struct, sys, threading, time
+import errno, fcntl, os, select, signal, struct, sys, threading, time
 
 SOURCE, MOUNT_A, MOUNT_B, CHECK = sys.argv[1:5]
 SIDES = {"A": MOUNT_A, "B": MOUNT_B, "host": SOURCE}
@@ -314,6 +314,31 @@ def close_and_exit_release_locks():
     other.close()
 
 
+def flock_ends_with_the_open_that_took_it():
+    """The first open of a file through mount A takes a flock; a process on A and one on the
+    host block on it; the holder exits (its last close, no unlock sent). Both waiters must get
+    the lock in turn. With passthrough the kernel keeps a backing file for the inode while any
+    open of it lasts: a backing file that shared the first open's file description kept its
+    flock alive, and the waiters waited forever."""
+    name = fresh_file("lock-flock-first-open")
+    holder = Holder(path("A", name))           # the inode's first open through A
+    waiters = [Holder(path("A", name)), Holder(path("host", name))]
+    try:
+        expect(holder.run("lambda fd: fcntl.flock(fd, fcntl.LOCK_EX)") == ("ok", None), "flock not taken")
+        for w in waiters:
+            w.send("lambda fd: (fcntl.flock(fd, fcntl.LOCK_EX), fcntl.flock(fd, fcntl.LOCK_UN))")
+        time.sleep(0.3)
+        for w in waiters:
+            expect(not select.select([w.out], [], [], 0)[0], "a waiter got the flock while it was held")
+        holder.close()
+        for w in waiters:
+            expect(select.select([w.out], [], [], 5)[0], "a waiter was never woken: the flock outlived the open file that took it")
+            expect(w.result() == ("ok", (None, None)), "the waiter's flock failed")
+    finally:
+        for w in waiters:
+            w.close()
+
+
 def keep_busy(side, count, seconds=60):
     """Starts `count` processes that stat and open files through `side` for up to `seconds`:
     they keep a server's reader threads busy and the CPUs contended, as on a loaded machine."""
@@ -439,7 +464,8 @@ def many_waiters_do_not_block_io():
 CHECKS = {f.__name__: f for f in [conflicts, getlk_reports_the_holder, byte_ranges_and_splitting,
                                   flock_shared_exclusive, blocking_waiter_wakes_fast,
                                   interrupted_waiter_leaves_no_lock, close_and_exit_release_locks, release_is_seen_at_once,
-                                  deadlock_is_detected, many_waiters_do_not_block_io]}
+                                  deadlock_is_detected, many_waiters_do_not_block_io,
+                                  flock_ends_with_the_open_that_took_it]}
 
 try:
     CHECKS[CHECK]()
