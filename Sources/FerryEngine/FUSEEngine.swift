@@ -29,6 +29,8 @@ public final class FUSEEngine: Sendable {
     let closeOrdering = CloseOrdering()
     /// Backing ids of the files the kernel reads and writes directly (FUSE passthrough).
     let backing: BackingFiles
+    /// Callers' supplementary groups, read from /proc at most every 100 ms per thread.
+    let callerGroups = CallerGroups()
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
@@ -174,7 +176,7 @@ public final class FUSEEngine: Sendable {
         guard switchCredentials else { return }
         var groups: [UInt32] = []
         if header.uid != 0, header.pid != 0 {
-            groups = ThreadCredentials.supplementaryGroups(ofThread: header.pid) ?? []
+            groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
         }
         worker.credentials.become(uid: header.uid, gid: header.gid, groups: groups)
     }
