@@ -51,6 +51,14 @@ public enum Host {
         return result
     }
 
+    /// The link count of the inode behind `fd` (any descriptor, O_PATH too): 0 once it was
+    /// deleted.
+    public static func linkCount(_ fd: Int32) throws(Errno) -> UInt32 {
+        var result = ferry_statx()
+        _ = try retrying { ferry_statx(fd, "", HostFlags.atEmptyPath | HostFlags.atSymlinkNoFollow, HostFlags.statxNlink, &result) }
+        return result.stx_nlink
+    }
+
     /// fstatat(2) without following symlinks; `.empty` name means the descriptor itself.
     public static func stat(_ dir: Int32, _ name: CName = .empty) throws(Errno) -> Glibc.stat {
         var result = Glibc.stat()
