@@ -47,6 +47,7 @@ public final class PassthroughFS: Sendable {
         self.options = options
         self.logger = logger
         self.locks = LockManager(logger: logger)
+        ProcSelfFD.prepare()
         let fd: Int32
         if let attributes = options.hostMount {
             fd = try HostMount.detachedClone(of: source, attributes: attributes)

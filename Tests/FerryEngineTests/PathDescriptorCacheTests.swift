@@ -70,3 +70,45 @@ final class PathDescriptorCacheTests: XCTestCase {
         close(pathFD)
     }
 }
+
+/// Calls on a descriptor through the kept /proc/self/fd directory.
+final class ProcSelfFDTests: XCTestCase {
+    func testNamesTheDescriptorsOwnFile() throws {
+        let path = "/var/tmp/ferry-procfd-\(getpid())"
+        let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd); unlink(path) }
+        let pathFD = open(path, HostFlags.oPath | O_CLOEXEC)
+        defer { close(pathFD) }
+        XCTAssertEqual(String(decoding: try Host.path(of: pathFD), as: UTF8.self), path)
+        try Host.setxattr(pathFD, CName("user.ferry"), value: UnsafeRawBufferPointer(start: "v1", count: 2), flags: 0)
+        XCTAssertEqual(try Host.getxattr(pathFD, CName("user.ferry"), size: 0).size, 2)
+        XCTAssertEqual(try Host.getxattr(pathFD, CName("user.ferry"), size: 64).value, Array("v1".utf8))
+        XCTAssertThrowsError(try Host.getxattr(pathFD, CName("user.nope"), size: 64)) { XCTAssertEqual($0 as? Errno, Errno(rawValue: ENODATA)) }
+        XCTAssertTrue(try Host.listxattr(pathFD, size: 256).names.starts(with: Array("user.ferry\0".utf8)))
+        try Host.removexattr(pathFD, CName("user.ferry"))
+        XCTAssertEqual(try Host.listxattr(pathFD, size: 0).size, 0)
+        try Host.chmod(pathFD: pathFD, mode: 0o640)
+        var st = stat()
+        XCTAssertEqual(stat(path, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o640)
+        let reopened = try Host.reopen(pathFD, flags: O_RDONLY)
+        XCTAssertEqual(fcntl(reopened, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC)
+        close(reopened)
+        // A descriptor number with many digits.
+        let high = fcntl(pathFD, F_DUPFD_CLOEXEC, 12345)
+        XCTAssertEqual(high, 12345)
+        defer { close(high) }
+        XCTAssertEqual(String(decoding: try Host.path(of: high), as: UTF8.self), path)
+        try Host.link(high, AT_FDCWD, CName(path + ".link"))
+        XCTAssertEqual(unlink(path + ".link"), 0)
+    }
+
+    func testNamesWithTheirTerminator() {
+        XCTAssertTrue(CName.empty.isEmpty)
+        XCTAssertEqual(CName("abc").bytes, Array("abc".utf8))
+        XCTAssertEqual(CName("abc"), CName(Array("abc".utf8)))
+        XCTAssertEqual(CName("abc").withCString { strlen($0) }, 3)
+        XCTAssertEqual(CName("abc").description, "abc")
+    }
+}
