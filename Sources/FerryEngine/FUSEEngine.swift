@@ -172,8 +172,14 @@ public final class FUSEEngine: Sendable {
     }
 
     /// Applies the caller's fsuid, fsgid and supplementary groups to this thread.
+    ///
+    /// RELEASE and RELEASEDIR carry no caller (the kernel sends them with uid, gid and pid 0)
+    /// and only close descriptors, drop locks and backing ids, which no identity affects: the
+    /// thread keeps the one it has, instead of switching to root and back to the next caller
+    /// (two setgroups and four setfsuid/setfsgid per file a user opens and closes).
     func becomeCaller(_ header: InHeader, _ worker: Worker) {
         guard switchCredentials else { return }
+        if header.opcode == Opcode.release.rawValue || header.opcode == Opcode.releasedir.rawValue { return }
         var groups: [UInt32] = []
         if header.uid != 0, header.pid != 0 {
             groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
