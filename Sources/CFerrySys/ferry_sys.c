@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include "ferry_sys.h"
 #include <fcntl.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <stdint.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -185,4 +188,54 @@ int ferry_pin_to_cpu(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof set, &set);
+}
+
+/* The *xattrat syscalls share one number on every architecture with the generic table. */
+#if defined(__x86_64__) || defined(__aarch64__)
+#define FERRY_SYS_setxattrat 463
+#define FERRY_SYS_getxattrat 464
+#define FERRY_SYS_listxattrat 465
+#define FERRY_SYS_removexattrat 466
+#endif
+
+struct ferry_xattr_args { uint64_t value; uint32_t size; uint32_t flags; };
+
+long ferry_getxattrat(int dirfd, const char *path, const char *name, void *value, size_t size) {
+#ifdef FERRY_SYS_getxattrat
+    struct ferry_xattr_args args = { .value = (uint64_t)(uintptr_t)value, .size = (uint32_t)size, .flags = 0 };
+    return syscall(FERRY_SYS_getxattrat, dirfd, path, 0, name, &args, sizeof args);
+#else
+    errno = ENOSYS; return -1;
+#endif
+}
+
+long ferry_listxattrat(int dirfd, const char *path, char *list, size_t size) {
+#ifdef FERRY_SYS_listxattrat
+    return syscall(FERRY_SYS_listxattrat, dirfd, path, 0, list, size);
+#else
+    errno = ENOSYS; return -1;
+#endif
+}
+
+int ferry_setxattrat(int dirfd, const char *path, const char *name, const void *value, size_t size, int flags) {
+#ifdef FERRY_SYS_setxattrat
+    struct ferry_xattr_args args = { .value = (uint64_t)(uintptr_t)value, .size = (uint32_t)size, .flags = (uint32_t)flags };
+    return (int)syscall(FERRY_SYS_setxattrat, dirfd, path, 0, name, &args, sizeof args);
+#else
+    errno = ENOSYS; return -1;
+#endif
+}
+
+int ferry_removexattrat(int dirfd, const char *path, const char *name) {
+#ifdef FERRY_SYS_removexattrat
+    return (int)syscall(FERRY_SYS_removexattrat, dirfd, path, 0, name);
+#else
+    errno = ENOSYS; return -1;
+#endif
+}
+
+int ferry_fchmodat(int dirfd, const char *path, mode_t mode) { return fchmodat(dirfd, path, mode, 0); }
+
+long ferry_readlinkat(int dirfd, const char *path, char *buffer, size_t size) {
+    return readlinkat(dirfd, path, buffer, size);
 }

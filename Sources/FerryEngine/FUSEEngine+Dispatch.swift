@@ -193,7 +193,9 @@ extension FUSEEngine {
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {
         switch options.cache {
-        case .never: return directory ? [] : .directIO
+        // Direct I/O files may take writes to one file in parallel (the kernel still serialises
+        // appends and writes past the end); each WRITE is one positioned host write.
+        case .never: return directory ? [] : [.directIO, .parallelDirectWrites]
         case .auto: return []
         case .always: return directory ? [.keepCache, .cacheDir] : .keepCache
         }

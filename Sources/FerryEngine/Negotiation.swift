@@ -37,7 +37,10 @@ enum Negotiation {
     static func flags(kernel: InitFlags, options: EngineOptions) -> InitFlags {
         var wanted = base
         if options.writebackCache { wanted.insert(.writebackCache) }
-        if options.cache == .always { wanted.insert(.cacheSymlinks) }
+        // A symlink's target never changes (a new target is a new inode, so a new node), so the
+        // kernel may keep it in its page cache wherever it caches at all: readlink then costs
+        // no round trip. Not with `--cache never`, which promises no caching.
+        if options.cache != .never { wanted.insert(.cacheSymlinks) }
         if options.posixLocks { wanted.insert(.posixLocks) }   // fcntl locks become host OFD locks
         if options.flockLocks { wanted.insert(.flockLocks) }   // flock becomes host flock
         if options.posixACLs { wanted.insert(.posixACL) }      // kernel permission checks honour ACLs

@@ -56,18 +56,37 @@ public final class Inode: Sendable {
     /// Whether the inode is a symbolic link.
     public var isSymlink: Bool { type == .symlink }
 
+    /// Whether the inode is kept as a file handle (opened on demand).
+    var isHandle: Bool {
+        if case .handle = location { return true }
+        return false
+    }
+
     /// Runs `body` with an O_PATH descriptor of the inode. For handle-based inodes the descriptor
-    /// is opened (with Ferry's privileges) just for this call.
+    /// is opened (with Ferry's privileges) just for this call, unless `cache` keeps one; a
+    /// descriptor opened here is offered to `cache`.
     public func withPathFD<R>(_ credentials: ThreadCredentials, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        try withPathFD(credentials, cache: nil, body)
+    }
+
+    func withPathFD<R>(_ credentials: ThreadCredentials, cache: PathDescriptorCache?,
+                       _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
         switch location {
         case let .descriptor(fd):
             return try withExtendedLifetime(fd) { () throws(Errno) -> R in try body(fd.rawValue) }
         case let .handle(handle, mount):
+            if let cache, let kept = cache.descriptor(of: nodeID) {
+                if PathDescriptorCache.isLinked(kept.rawValue) {
+                    return try withExtendedLifetime(kept) { () throws(Errno) -> R in try body(kept.rawValue) }
+                }
+                cache.remove(nodeID, only: kept)   // deleted on the host: ESTALE from the handle below
+            }
             let fd = try credentials.asRoot { () throws(Errno) -> Int32 in
                 try handle.open(mountFD: mount.rawValue, flags: HostFlags.oPath)
             }
-            defer { Host.close(fd) }
-            return try body(fd)
+            let owned = OwnedFD(fd)
+            cache?.store(owned, for: nodeID)
+            return try withExtendedLifetime(owned) { () throws(Errno) -> R in try body(fd) }
         }
     }
 }

@@ -83,6 +83,9 @@ public final class InodeStore: Sendable {
     /// How node ids derive from host file handles; nil when they cannot (no file handles, or
     /// the root's handle does not fit a node id): then every id is counted out.
     public let persistentIDs: PersistentNodeIDs?
+    /// O_PATH descriptors of the file-handle inodes used last (none when every inode keeps a
+    /// descriptor anyway).
+    let pathDescriptors: PathDescriptorCache
     /// The FUSE generation of ids counted out by this run: random, never 0.
     public let allocatedGeneration = UInt64(UInt32.random(in: 1...UInt32.max))
 
@@ -92,6 +95,7 @@ public final class InodeStore: Sendable {
     public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles,
                 indexHandles: Bool = false) throws(Errno) {
         self.mode = mode
+        pathDescriptors = mode == .never ? PathDescriptorCache(capacity: 0) : PathDescriptorCache.forThisProcess()
         handles = indexHandles ? HandleIndex() : nil
         let key = InodeStore.key(of: rootStat)
         root = Inode(nodeID: InodeStore.rootID, generation: 0, key: key, type: .directory, location: .descriptor(rootFD))
@@ -258,6 +262,7 @@ public final class InodeStore: Sendable {
             if let indexed = removed.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return removed.inode
         }
+        if removed != nil { pathDescriptors.remove(nodeID) }
         if let removed, removed.type == .directory {
             for observer in currentObservers { observer.forgotten(directory: nodeID) }
         }

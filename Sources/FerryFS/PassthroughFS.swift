@@ -47,6 +47,7 @@ public final class PassthroughFS: Sendable {
         self.options = options
         self.logger = logger
         self.locks = LockManager(logger: logger)
+        ProcSelfFD.prepare()
         let fd: Int32
         if let attributes = options.hostMount {
             fd = try HostMount.detachedClone(of: source, attributes: attributes)
@@ -92,16 +93,19 @@ public final class PassthroughFS: Sendable {
     }
 
     /// Looks `name` up in the directory `dirFD` and records one kernel reference to it.
+    /// The descriptor opened for the lookup is kept for the requests that usually follow on a
+    /// new node (GETXATTR, GETATTR, OPEN) when the inode is a file handle.
     func lookupChild(dirFD: Int32, name: CName) throws(Errno) -> Entry {
-        let fd = try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags)
-        defer { Host.close(fd) }
-        return try remember(fd: fd)
+        let fd = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
+        return try remember(fd: fd.rawValue, offering: fd)
     }
 
     /// Records one kernel reference to the inode open as `fd`.
-    func remember(fd: Int32, keepDescriptor: Bool = false) throws(Errno) -> Entry {
+    /// `offering` is an O_PATH descriptor of the same file the path descriptor cache may keep.
+    func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil) throws(Errno) -> Entry {
         let first = try stat(fd: fd)
         let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor)
+        if let offering, inode.isHandle { inodes.pathDescriptors.store(offering, for: inode.nodeID) }
         // With change notifications, a host change between that stat and the node's
         // registration would find no node and be dropped, leaving the reply's attributes stale:
         // answer with attributes taken after the registration (protocol/notify-ring.md).
@@ -118,7 +122,7 @@ public final class PassthroughFS: Sendable {
                      _ body: (Inode, Int32) throws(Errno) -> R) throws(Errno) -> R {
         let inode = try inodes.get(nodeID)
         do {
-            return try inode.withPathFD(ctx) { (fd) throws(Errno) in try body(inode, fd) }
+            return try inode.withPathFD(ctx, cache: inodes.pathDescriptors) { (fd) throws(Errno) in try body(inode, fd) }
         } catch {
             guard error == .stale, let file = openFiles.anyFile(of: nodeID) else { throw error }
             return try withExtendedLifetime(file) { () throws(Errno) -> R in try body(inode, file.fd.rawValue) }

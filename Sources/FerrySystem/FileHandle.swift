@@ -18,7 +18,7 @@ public struct FileHandle: Sendable, Hashable {
     public static func of(_ dir: Int32, _ name: CName = .empty) throws(Errno) -> (handle: FileHandle, mountID: Int32) {
         var raw = [UInt8](repeating: 0, count: Int(FERRY_MAX_HANDLE_SZ))
         var size: UInt32 = 0, type: Int32 = 0, mountID: Int32 = 0
-        let flags = name.bytes.isEmpty ? HostFlags.atEmptyPath : 0
+        let flags = name.isEmpty ? HostFlags.atEmptyPath : 0
         _ = try name.withCString { (path) throws(Errno) in
             try checked { ferry_name_to_handle_at(dir, path, flags, &raw, &size, &type, &mountID) }
         }

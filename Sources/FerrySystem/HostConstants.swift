@@ -28,6 +28,7 @@ public enum HostFlags {
     public static let atEmptyPath: Int32 = 0x1000
 
     public static let statxBasicStats: UInt32 = 0x7ff
+    public static let statxNlink: UInt32 = 0x4
     public static let statxBtime: UInt32 = 0x800
     public static let statxMntID: UInt32 = 0x1000
 

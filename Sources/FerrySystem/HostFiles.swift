@@ -13,7 +13,8 @@ public enum Host {
     /// Reopens an O_PATH descriptor as a real open file through /proc/self/fd, so the kernel
     /// checks the calling thread's credentials against the file.
     public static func reopen(_ fd: Int32, flags: Int32) throws(Errno) -> Int32 {
-        try openat(HostFlags.atFDCWD, procSelfFD(fd), flags: flags & ~HostFlags.oNoFollow)
+        let flags = (flags & ~HostFlags.oNoFollow) | HostFlags.oCloexec
+        return try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in try retrying { ferry_openat(dir, link, flags, 0) } }
     }
 
     /// openat2(2) with `resolve` restrictions (HostFlags.resolve*); always adds O_CLOEXEC.
@@ -28,10 +29,10 @@ public enum Host {
     /// for a file opened by handle whose name the kernel does not know (a disconnected dentry).
     public static func path(of fd: Int32) throws(Errno) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = try procSelfFD(fd).withCString { (link) throws(Errno) in
+        let n = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in
             try retrying {
                 buffer.withUnsafeMutableBytes { raw in
-                    Glibc.readlink(link, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+                    ferry_readlinkat(dir, link, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
                 }
             }
         }
@@ -51,10 +52,18 @@ public enum Host {
         return result
     }
 
+    /// The link count of the inode behind `fd` (any descriptor, O_PATH too): 0 once it was
+    /// deleted.
+    public static func linkCount(_ fd: Int32) throws(Errno) -> UInt32 {
+        var result = ferry_statx()
+        _ = try retrying { ferry_statx(fd, "", HostFlags.atEmptyPath | HostFlags.atSymlinkNoFollow, HostFlags.statxNlink, &result) }
+        return result.stx_nlink
+    }
+
     /// fstatat(2) without following symlinks; `.empty` name means the descriptor itself.
     public static func stat(_ dir: Int32, _ name: CName = .empty) throws(Errno) -> Glibc.stat {
         var result = Glibc.stat()
-        let flags = HostFlags.atSymlinkNoFollow | (name.bytes.isEmpty ? HostFlags.atEmptyPath : 0)
+        let flags = HostFlags.atSymlinkNoFollow | (name.isEmpty ? HostFlags.atEmptyPath : 0)
         _ = try name.withCString { (path) throws(Errno) in try retrying { fstatat(dir, path, &result, flags) } }
         return result
     }
@@ -104,16 +113,16 @@ public enum Host {
     /// Hard-links the file an O_PATH descriptor refers to as `name` in `dir` (linkat through
     /// /proc/self/fd, which needs no CAP_DAC_READ_SEARCH and works for O_TMPFILE files).
     public static func link(_ fd: Int32, _ dir: Int32, _ name: CName) throws(Errno) {
-        _ = try procSelfFD(fd).withCString { (source) throws(Errno) in
+        _ = try ProcSelfFD.with(fd) { (procDir, source) throws(Errno) in
             try name.withCString { (p) throws(Errno) in
-                try retrying { linkat(HostFlags.atFDCWD, source, dir, p, HostFlags.atSymlinkFollow) }
+                try retrying { linkat(procDir, source, dir, p, HostFlags.atSymlinkFollow) }
             }
         }
     }
 
     /// chmod of the file behind an O_PATH descriptor (via /proc/self/fd).
     public static func chmod(pathFD fd: Int32, mode: UInt32) throws(Errno) {
-        _ = try procSelfFD(fd).withCString { (p) throws(Errno) in try retrying { Glibc.chmod(p, mode_t(mode)) } }
+        _ = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in try retrying { ferry_fchmodat(dir, link, mode_t(mode)) } }
     }
 
     /// fchmod(2) on an open file.

@@ -55,31 +55,50 @@ public final class ThreadCredentials {
     }
 
     /// The supplementary groups of thread `tid`, from /proc/TID/status, or nil if it is gone
-    /// or not visible (another pid namespace).
+    /// or not visible (another pid namespace). Request threads go through `CallerGroups`.
     public static func supplementaryGroups(ofThread tid: UInt32) -> [UInt32]? {
         let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { Glibc.close(fd) }
+        // The Groups line comes early (after Name, Umask, State, the ids and FDSize), but a
+        // caller may have thousands of groups: read until it ended, or the file did.
         var buffer = [UInt8](repeating: 0, count: 4096)
         var filled = 0
-        while filled < buffer.count {
+        while true {
+            if filled == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
             if n <= 0 { break }
             filled += n
+            if let groups = parseGroups(buffer[0..<filled], complete: false) { return groups }
         }
-        let text = buffer[0..<filled]
-        let key = Array("\nGroups:".utf8)
-        guard let start = text.firstRange(of: key)?.upperBound else { return nil }
+        return parseGroups(buffer[0..<filled], complete: true)
+    }
+
+    /// The numbers of the "Groups:" line of a /proc status text; nil if the line is missing,
+    /// or (unless `complete`) not yet ended by a newline.
+    public static func parseGroups(_ text: ArraySlice<UInt8>, complete: Bool) -> [UInt32]? {
+        let key: [UInt8] = Array("\nGroups:".utf8)
+        var start: Int? = nil
+        var i = text.startIndex
+        while i + key.count <= text.endIndex {
+            if text[i] == 0x0a && text[i + 1] == 0x47 /* G */ && text[i..<(i + key.count)].elementsEqual(key) {
+                start = i + key.count
+                break
+            }
+            i += 1
+        }
+        guard let start else { return nil }
         var groups: [UInt32] = []
-        var value: UInt32 = 0, inNumber = false
+        var value: UInt32 = 0, inNumber = false, ended = false
         for byte in text[start...] {
-            if byte == UInt8(ascii: "\n") { break }
+            if byte == UInt8(ascii: "\n") { ended = true; break }
             if byte >= 48 && byte <= 57 {
                 value = value &* 10 &+ UInt32(byte - 48); inNumber = true
             } else if inNumber {
                 groups.append(value); value = 0; inNumber = false
             }
         }
+        guard ended || complete else { return nil }
         if inNumber { groups.append(value) }
         return groups
     }

@@ -207,4 +207,31 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(lookup(".", parent: 0x0123_4567_89ab_cdef).error, -ESTALE)
         XCTAssertEqual(lookup(".", parent: fileID ^ (1 << 40)).error, -ESTALE, "another host generation")
     }
+
+    /// A node kept as a file handle whose host file is deleted is stale (ESTALE), also when
+    /// Ferry keeps an O_PATH descriptor of it from the lookup; a file that keeps another name
+    /// stays reachable, and so does a directory renamed on the host.
+    func testDeletedFilesAreStaleDespiteKeptDescriptors() {
+        _ = FileManager.default.createFile(atPath: source + "/gone", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: source + "/linked", contents: Data("x".utf8))
+        XCTAssertEqual(link(source + "/linked", source + "/second-name"), 0)
+        mkdir(source + "/dir", 0o755)
+        func nodeID(_ reply: Reply) -> UInt64 { reply.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+        func getattr(_ node: UInt64) -> Int32 {
+            var m = Message(); m.u32(0); m.u32(0); m.u64(0)
+            return send(m.request(3, unique: 30, node: node)).error
+        }
+        let gone = nodeID(lookup("gone")), linked = nodeID(lookup("linked")), dir = nodeID(lookup("dir"))
+        for node in [gone, linked, dir] { XCTAssertEqual(getattr(node), 0) }
+        XCTAssertEqual(unlink(source + "/gone"), 0)
+        XCTAssertEqual(unlink(source + "/linked"), 0)
+        XCTAssertEqual(rename(source + "/dir", source + "/moved"), 0)
+        XCTAssertEqual(getattr(gone), -ESTALE, "deleted on the host")
+        XCTAssertEqual(getattr(gone), -ESTALE, "deleted on the host, asked again")
+        XCTAssertEqual(getattr(linked), 0, "still has a name")
+        XCTAssertEqual(getattr(dir), 0, "renamed")
+        XCTAssertEqual(lookup("x", parent: dir).error, -ENOENT)
+        XCTAssertEqual(rmdir(source + "/moved"), 0)
+        XCTAssertEqual(lookup("x", parent: dir).error, -ESTALE, "removed on the host")
+    }
 }

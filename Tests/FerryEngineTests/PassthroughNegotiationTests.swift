@@ -72,6 +72,19 @@ final class PassthroughNegotiationTests: XCTestCase {
         let (off, _) = try negotiate(EngineOptions(), kernel: [.passthrough])
         XCTAssertFalse(off.contains(.passthrough))
     }
+
+    /// Symlink targets are cached by the kernel wherever it caches at all (they never change).
+    func testSymlinksAreCachedUnlessCachingIsOff() throws {
+        for (mode, expected) in [(CacheMode.never, false), (.auto, true), (.always, true)] {
+            var options = EngineOptions()
+            options.cache = mode
+            let (flags, _) = try negotiate(options, kernel: [.cacheSymlinks, .handleKillprivV2])
+            XCTAssertEqual(flags.contains(.cacheSymlinks), expected, "\(mode)")
+            XCTAssertTrue(flags.contains(.handleKillprivV2))
+        }
+        let (flags, _) = try negotiate(EngineOptions(), kernel: [])
+        XCTAssertFalse(flags.contains(.cacheSymlinks), "only when the kernel offers it")
+    }
 }
 
 struct TestError: Error, CustomStringConvertible {
@@ -85,4 +98,5 @@ enum Scratch {
         guard mkdtemp(&bytes) != nil else { throw TestError("mkdtemp failed") }
         return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
+
 }

@@ -119,4 +119,16 @@ int ferry_open_tree(int dirfd, const char *path, unsigned int flags);
 /// fields (propagation and userns_fd left 0).
 int ferry_mount_setattr(int dirfd, const char *path, unsigned int flags, uint64_t attr_set, uint64_t attr_clr);
 
+/// getxattrat(2), listxattrat(2), setxattrat(2), removexattrat(2) (Linux 6.13) through the raw
+/// syscalls, relative to `dirfd`, following a final symlink (or magic link); -1 with errno
+/// ENOSYS on older kernels.
+long ferry_getxattrat(int dirfd, const char *path, const char *name, void *value, size_t size);
+long ferry_listxattrat(int dirfd, const char *path, char *list, size_t size);
+int ferry_setxattrat(int dirfd, const char *path, const char *name, const void *value, size_t size, int flags);
+int ferry_removexattrat(int dirfd, const char *path, const char *name);
+/// fchmodat(2) following symlinks (for /proc/self/fd entries).
+int ferry_fchmodat(int dirfd, const char *path, mode_t mode);
+/// readlinkat(2).
+long ferry_readlinkat(int dirfd, const char *path, char *buffer, size_t size);
+
 #endif
