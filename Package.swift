@@ -50,8 +50,15 @@ let package = Package(
             "CFUSE", "FerryEngine", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // vhost-user socket plumbing (SCM_RIGHTS, unix sockets) and ring memory barriers.
+        .target(name: "CFerryVhost"),
+        // The vhost-user-fs back-end: message framing, guest memory, split virtqueues, queue threads.
+        .target(name: "FerryVhost", dependencies: [
+            "CFerryVhost", "FerryEngine", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryTransport", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
+            "FerryTransport", "FerryVhost", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -65,6 +72,8 @@ let package = Package(
             "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // vhost-user framing, guest memory translation and split virtqueues, without a guest.
+        .testTarget(name: "FerryVhostTests", dependencies: ["FerryVhost", "CFerryVhost", "FerryProtocol"]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),

@@ -177,7 +177,7 @@ public final class FUSEEngine: Sendable {
     func becomeCaller(_ header: InHeader, _ worker: Worker) {
         guard switchCredentials else { return }
         var groups: [UInt32] = []
-        if header.uid != 0, header.pid != 0 {
+        if header.uid != 0, header.pid != 0, options.callerPIDsAreHostPIDs {
             groups = ThreadCredentials.supplementaryGroups(ofThread: header.pid) ?? []
         }
         worker.credentials.become(uid: header.uid, gid: header.gid, groups: groups)
