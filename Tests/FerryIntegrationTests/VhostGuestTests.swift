@@ -1,0 +1,151 @@
+import Foundation
+import XCTest
+
+/// A real Linux guest (QEMU, TCG here) mounts a share served by `ferry serve SOURCE
+/// --socket-path SOCK` over vhost-user-fs and runs scripts/guest/vhost-checks.sh: file and
+/// directory operations as root and as an ordinary user, xattrs, a 64 MiB file written in the
+/// guest, a host-written file read in the guest, O_DIRECT, fio with verification, and fcntl/flock
+/// locks against a host process (scripts/guest/lock-holder.py). One boot for all of it.
+/// Skipped where QEMU or the guest image cannot be had (scripts/guest/build-image.sh installs
+/// them from Debian packages).
+final class VhostGuestTests: XCTestCase {
+    static let guestDir = script("guest")
+
+    /// A `ferry serve SOURCE --socket-path SOCK` process.
+    final class VhostServer {
+        let process = Process()
+        let socket: String
+        let logURL: URL
+
+        init(source: String, socket: String, arguments: [String] = []) throws {
+            self.socket = socket
+            logURL = URL(fileURLWithPath: socket + ".log")
+            _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+            let log = try FileHandle(forWritingTo: logURL)
+            process.executableURL = URL(fileURLWithPath: FerryServer.binary)
+            process.arguments = ["serve", source, "--socket-path", socket, "--tag", "ferrytest"] + arguments
+            process.standardOutput = log
+            process.standardError = log
+            try process.run()
+            let deadline = Date().addingTimeInterval(20)
+            while !FileManager.default.fileExists(atPath: socket) {
+                guard process.isRunning, Date() < deadline else { throw TestFailure("no socket from ferry: \(self.log)") }
+                usleep(20_000)
+            }
+        }
+
+        var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+        /// Waits for the exit (the guest disconnected); kills it after `timeout`.
+        func waitForExit(timeout: TimeInterval = 20) -> Int32? {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+                return nil
+            }
+            return process.terminationStatus
+        }
+
+        deinit { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+    }
+
+    /// Builds (or reuses) the guest image; skips the test where that is impossible.
+    static func requireGuestImage() throws {
+        let (status, output) = try runCommand([guestDir + "/build-image.sh"], timeout: 900)
+        if status != 0 { throw XCTSkip("guest image unavailable: \(output.suffix(400))") }
+    }
+
+    /// Boots a guest on `socket` running `command`; returns (status, stdout + stderr).
+    static func boot(socket: String, copies: [String], command: String, timeout: Int = 900) throws -> (Int32, String) {
+        var environment = ProcessInfo.processInfo.environment
+        if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
+        let arguments = ["--socket", socket, "--tag", "ferrytest", "--timeout", "\(timeout)", "-q"]
+            + copies.flatMap { ["--copy", $0] } + ["--", command]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: guestDir + "/run-guest.sh")
+        process.arguments = arguments
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func sha256(_ path: String) throws -> String {
+        let (status, output) = try runCommand(["sha256sum", path])
+        guard status == 0 else { throw TestFailure("sha256sum \(path): \(output)") }
+        return String(output.prefix(64))
+    }
+
+    func testGuestWorkloadThroughFerry() throws {
+        try Self.requireGuestImage()
+        let scratch = try Scratch.directory("ferry-vhost")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let source = scratch + "/src"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        // A host-written file the guest reads back.
+        XCTAssertEqual(try runCommand(["sh", "-c", "head -c 8388608 /dev/urandom > \(source)/host.bin"]).status, 0)
+        let hostHash = try Self.sha256(source + "/host.bin")
+
+        // A host process holding flock and an fcntl lock until the guest asks it to let go.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = ["python3", Self.guestDir + "/lock-holder.py", source]
+        holder.standardOutput = FileHandle.nullDevice
+        try holder.run()
+        defer { holder.terminate(); holder.waitUntilExit() }
+        let ready = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: source + "/holder.ready") && Date() < ready { usleep(20_000) }
+
+        let server = try VhostServer(source: source, socket: scratch + "/ferry.sock")
+        let started = Date()
+        let (status, output) = try Self.boot(socket: server.socket,
+                                             copies: [Self.guestDir + "/guest-locktest.pl:/harness/locktest.pl",
+                                                      Self.guestDir + "/vhost-checks.sh:/harness/checks.sh"],
+                                             command: "sh /harness/checks.sh /mnt")
+        let elapsed = Date().timeIntervalSince(started)
+        let exit = server.waitForExit()
+        let lines = output.split(separator: "\n").map(String.init)
+        print("guest run: \(String(format: "%.1f", elapsed)) s, status \(status)")
+        for line in lines where line.hasPrefix("PASS") || line.hasPrefix("FAIL") || line.hasPrefix("INFO") || line.hasPrefix("[run-guest]") {
+            print("  " + line)
+        }
+        XCTAssertEqual(status, 0, "guest checks failed:\n\(output)\nferry log:\n\(server.log.suffix(3000))")
+        XCTAssertTrue(lines.contains("DONE"), output)
+        XCTAssertFalse(lines.contains { $0.hasPrefix("FAIL") }, output)
+        for name in ["create", "rename", "symlink", "hardlink", "chmod", "chown", "user-create", "user-chown-refused",
+                     "xattr", "big-readback", "odirect", "fio-verify", "fio-seq"] {
+            XCTAssertTrue(lines.contains("PASS \(name)"), "no PASS \(name):\n\(output)")
+        }
+        for name in ["flock-vs-host", "posix-setlk-vs-host", "posix-getlk-vs-host", "posix-guest-vs-guest",
+                     "flock-guest-vs-guest", "posix-setlkw-released-by-host", "flock-blocking-released-by-host"] {
+            XCTAssertTrue(lines.contains { $0.hasPrefix("PASS \(name):") }, "no PASS \(name):\n\(output)")
+        }
+        // Data: the guest's 64 MiB file is byte-identical on the host; the host's file read right.
+        func guestHash(_ name: String) -> String? {
+            lines.first { $0.hasPrefix("SHA256 \(name) ") }.map { String($0.split(separator: " ")[2]) }
+        }
+        XCTAssertEqual(guestHash("host.bin"), hostHash)
+        XCTAssertEqual(guestHash("big.bin"), try Self.sha256(source + "/big.bin"))
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: source + "/big.bin")[.size] as? Int, 64 << 20)
+        // What the guest did is there on the host, with the owners and modes it set.
+        var st = stat()
+        XCTAssertEqual(lstat(source + "/d1/b.txt", &st), 0)
+        XCTAssertEqual(st.st_mode & 0o7777, 0o640)
+        XCTAssertEqual(st.st_uid, 1000)
+        XCTAssertEqual(lstat(source + "/user/mine", &st), 0)
+        XCTAssertEqual(st.st_uid, 1000, "a file the guest's uid 1000 created belongs to uid 1000 on the host")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: source + "/sl"), "d1/b.txt")
+        let (xattrStatus, xattr) = try runCommand(["getfattr", "--only-values", "-n", "user.left", source + "/d1/b.txt"])
+        if xattrStatus == 0 { XCTAssertEqual(xattr, "for-host") }
+        // The guest powered off: Ferry released the connection and exited 0 (no --persist).
+        XCTAssertEqual(exit, 0, server.log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: server.socket), "socket file left behind")
+        XCTAssertFalse(server.log.contains(" error "), server.log)
+    }
+}
