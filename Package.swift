@@ -73,7 +73,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // vhost-user framing, guest memory translation and split virtqueues, without a guest.
-        .testTarget(name: "FerryVhostTests", dependencies: ["FerryVhost", "CFerryVhost", "FerryProtocol"]),
+        .testTarget(name: "FerryVhostTests", dependencies: [
+            "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),

@@ -141,7 +141,7 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertEqual(lstat(source + "/user/mine", &st), 0)
         XCTAssertEqual(st.st_uid, 1000, "a file the guest's uid 1000 created belongs to uid 1000 on the host")
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: source + "/sl"), "d1/b.txt")
-        let (xattrStatus, xattr) = try runCommand(["getfattr", "--only-values", "-n", "user.left", source + "/d1/b.txt"])
+        let (xattrStatus, xattr) = try runCommand(["getfattr", "--absolute-names", "--only-values", "-n", "user.left", source + "/d1/b.txt"])
         if xattrStatus == 0 { XCTAssertEqual(xattr, "for-host") }
         // The guest powered off: Ferry released the connection and exited 0 (no --persist).
         XCTAssertEqual(exit, 0, server.log)
