@@ -89,6 +89,16 @@ final class QueueRunner: @unchecked Sendable {
     private static let silentOpcodes: Set<UInt32> = [Opcode.forget.rawValue, Opcode.batchForget.rawValue,
                                                       Opcode.interrupt.rawValue]
 
+    /// A FUSE_INTERRUPT for request `unique`, as the kernel would send it.
+    static func interruptRequest(_ unique: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        put(UInt32(FUSEABI.inHeaderSize + 8)); put(Opcode.interrupt.rawValue); put(UInt64(0)); put(UInt64(0))
+        put(UInt32(0)); put(UInt32(0)); put(UInt32(0)); put(UInt16(0)); put(UInt16(0))
+        put(unique)
+        return bytes
+    }
+
     private func run() {
         let inbox: DeferredInbox
         do { inbox = try DeferredInbox() } catch {
@@ -209,11 +219,22 @@ final class QueueRunner: @unchecked Sendable {
             if ready.count > 3 && ready[3] { EventCounter.drain(waitFDs[3]) }
         }
         engine.drainData(worker, send: send)
+        // What is left waits for a host lock: interrupt it (EINTR), so that no waiter outlives
+        // the queue and every chain taken goes back to the guest.
+        if !pending.isEmpty {
+            logger.info("queue \(index): stopping; interrupting \(pending.count) blocked lock request(s)")
+            for unique in pending.keys {
+                QueueRunner.interruptRequest(unique).withUnsafeBytes { _ = engine.handle(ByteView($0), worker: worker) }
+            }
+            for _ in 0..<50 where !pending.isEmpty {
+                _ = Host.waitReadable([inbox.event.fd.rawValue], timeoutMilliseconds: 100)
+                inbox.event.drain()
+                for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
+            }
+            if !pending.isEmpty { logger.warning("queue \(index): \(pending.count) request(s) left unanswered") }
+        }
         for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
         if pushed, queue.needsSignal() { call.signal() }
-        if !pending.isEmpty {
-            logger.info("queue \(index): stopping with \(pending.count) request(s) unanswered (blocking locks)")
-        }
         engine.retire(worker)
     }
 }

@@ -190,14 +190,13 @@ final class VhostProtocolTests: XCTestCase {
 
     /// A FUSE_INIT request (7.38) with `unique`.
     static func initRequest(unique: UInt64, lengthField: UInt32? = nil) -> [UInt8] {
-        let body = u32(7) + u32(38) + u32(128 << 10) + u32(0) + [UInt8](repeating: 0, count: 48)
+        let body = u32(7) + u32(38) + u32(128 << 10) + u32(1 << 1 | 1 << 10) + [UInt8](repeating: 0, count: 48)
         let total = UInt32(40 + body.count)
         return u32(lengthField ?? total) + u32(26) + u64(unique) + u64(0) + u32(0) + u32(0) + u32(1) + u32(0) + body
     }
 
-    func testHostileQueuesAndAGoodRequest() throws {
-        let ram = try FakeRAM(directory + "/ram")
-        let kick = try EventCounter(), call = try EventCounter()
+    /// Connects and starts queue 1 on `ram` like QEMU does.
+    func startDevice(_ ram: FakeRAM, kick: EventCounter, call: EventCounter) throws -> Client {
         let client = try Client(socketPath)
         client.send(1); _ = client.reply()
         client.send(15); _ = client.reply()
@@ -216,6 +215,13 @@ final class VhostProtocolTests: XCTestCase {
         client.send(18, Self.u32(1) + Self.u32(1), needReply: true)
         XCTAssertEqual(Self.le64(try XCTUnwrap(client.reply()).payload), 0)
         XCTAssertTrue(waitFor { self.book.contains("queue 1 (requests, size 8) started") }, book.all)
+        return client
+    }
+
+    func testHostileQueuesAndAGoodRequest() throws {
+        let ram = try FakeRAM(directory + "/ram")
+        let kick = try EventCounter(), call = try EventCounter()
+        let client = try startDevice(ram, kick: kick, call: call)
 
         // 0: a buffer outside guest memory; 1 -> 2 -> 1: a loop; 3: a FUSE header whose length
         // field lies; 5 (+6): a good FUSE_INIT.
@@ -259,5 +265,65 @@ final class VhostProtocolTests: XCTestCase {
         // The connection still works.
         client.send(1)
         XCTAssertEqual(Self.le64(try XCTUnwrap(client.reply()).payload), VhostOffer.features)
+    }
+
+    static func request(_ opcode: UInt32, unique: UInt64, node: UInt64, _ body: [UInt8]) -> [UInt8] {
+        u32(UInt32(40 + body.count)) + u32(opcode) + u64(unique) + u64(node) + u32(0) + u32(0) + u32(1) + u32(0) + body
+    }
+
+    static func openFDCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+
+    /// A guest's blocking flock waits on a host lock; stopping the queue (GET_VRING_BASE, as QEMU
+    /// does when the VM stops) interrupts it: the chain comes back with EINTR, no waiter is left
+    /// to take the lock later, and the connection's descriptors are all released at disconnect.
+    func testStoppingAQueueEndsABlockedLockWait() throws {
+        let ram = try FakeRAM(directory + "/ram")
+        let kick = try EventCounter(), call = try EventCounter()
+        let fdsBefore = Self.openFDCount()
+        var client: Client? = try startDevice(ram, kick: kick, call: call)
+        let host = open(directory + "/src/locked", O_RDWR | O_CREAT, 0o644)
+        XCTAssertEqual(flock(host, LOCK_EX), 0)
+
+        func run(_ head: UInt16, _ request: [UInt8], at gpa: UInt64, replySpace: UInt32 = 512) {
+            ram.write(request, at: gpa)
+            ram.descriptor(Int(head), addr: gpa, len: UInt32(request.count), flags: 1, next: head + 1)
+            ram.descriptor(Int(head) + 1, addr: gpa + 0x1000, len: replySpace, flags: 2)
+            ram.offer(head)
+            kick.signal()
+        }
+        run(0, Self.initRequest(unique: 1), at: 0x10000)
+        XCTAssertTrue(waitFor { ram.usedIdx == 1 })
+        // CREATE "locked" (O_RDWR) in the root: fuse_create_in + name.
+        run(2, Self.request(35, unique: 2, node: 1, Self.u32(UInt32(O_RDWR)) + Self.u32(0o100644) + Self.u32(0) + Self.u32(0) + Array("locked\0".utf8)),
+            at: 0x20000)
+        XCTAssertTrue(waitFor { ram.usedIdx == 2 })
+        let created = ram.read(16 + 128 + 16, at: 0x21000)
+        XCTAssertEqual(created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }, 0, "CREATE failed")
+        let node = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
+        let fh = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16 + 128, as: UInt64.self) }
+        // SETLKW with LK_FLOCK, F_WRLCK: blocks on the host's flock.
+        let lk = Self.u64(fh) + Self.u64(0x1234) + Self.u64(0) + Self.u64(UInt64.max) + Self.u32(UInt32(F_WRLCK)) + Self.u32(1)
+            + Self.u32(1) + Self.u32(0)
+        run(4, Self.request(33, unique: 3, node: node, lk), at: 0x30000)
+        usleep(300_000)
+        XCTAssertEqual(ram.usedIdx, 2, "the SETLKW did not wait")
+        // Stop the queue: the wait ends with EINTR and the chain is returned.
+        client!.send(11, Self.u32(1) + Self.u32(0))
+        XCTAssertEqual(try XCTUnwrap(client!.reply()).payload, Self.u32(1) + Self.u32(3))
+        XCTAssertEqual(ram.usedIdx, 3)
+        XCTAssertEqual(ram.used(2).id, 4)
+        let answer = ram.read(16, at: 0x31000)
+        XCTAssertEqual(answer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }, -EINTR)
+        XCTAssertEqual(answer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }, 3)
+        // No waiter took the lock once the host let go.
+        XCTAssertEqual(flock(host, LOCK_UN), 0)
+        usleep(200_000)
+        let other = open(directory + "/src/locked", O_RDWR)
+        XCTAssertEqual(flock(other, LOCK_EX | LOCK_NB), 0, "a stale waiter holds the lock")
+        close(other); close(host)
+        // Disconnect: every descriptor of the connection (engine, files, eventfds) is closed.
+        client = nil
+        XCTAssertTrue(waitFor { self.book.contains("waiting for the next vhost-user connection") }, book.all)
+        XCTAssertTrue(waitFor { Self.openFDCount() == fdsBefore }, "descriptors before \(fdsBefore), after \(Self.openFDCount())")
     }
 }
