@@ -148,4 +148,57 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: server.socket), "socket file left behind")
         XCTAssertFalse(server.log.contains(" error "), server.log)
     }
+
+    /// Options that cannot apply to a VM are refused with one line; SIGTERM ends a waiting server
+    /// with status 0 and removes its socket. No guest.
+    func testCommandLine() throws {
+        let scratch = try Scratch.directory("ferry-vhost-cli")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let source = scratch + "/src", socket = scratch + "/sock"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        let refused: [([String], String)] = [
+            ([source, scratch, "--socket-path", socket], "no MOUNTPOINT"),
+            ([source, "--socket-path", socket, "--notify"], "--notify"),
+            ([source, "--socket-path", socket, "--allow-other"], "--allow-other"),
+            ([source, "--socket-path", socket, "-o", "nosuid"], "nosuid"),
+            ([source, "--socket-path", socket, "-o", "noatime"], "atime"),
+            ([source, "--persist"], "Missing expected argument"),
+            ([source, scratch, "--tag", "x"], "--tag applies only with --socket-path"),
+        ]
+        for (arguments, message) in refused {
+            let (status, output) = try runCommand([FerryServer.binary, "serve"] + arguments)
+            XCTAssertNotEqual(status, 0, arguments.joined(separator: " "))
+            XCTAssertTrue(output.contains(message), "\(arguments): \(output)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: socket))
+        let server = try VhostServer(source: source, socket: socket, arguments: ["--persist"])
+        usleep(200_000)
+        XCTAssertTrue(server.process.isRunning)
+        server.process.terminate()
+        XCTAssertEqual(server.waitForExit(), 0, server.log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: socket), "socket file left behind")
+    }
+
+    /// `--persist`: two guests in a row on one server (a VM restarted), each with a fresh FUSE
+    /// session; the second sees what the first wrote. Then SIGTERM ends the server (status 0).
+    func testPersistServesTheNextGuest() throws {
+        try Self.requireGuestImage()
+        let scratch = try Scratch.directory("ferry-vhost-persist")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let source = scratch + "/src"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        let server = try VhostServer(source: source, socket: scratch + "/ferry.sock", arguments: ["--persist"])
+        let first = try Self.boot(socket: server.socket, copies: [], command: "echo first > /mnt/boot1 && cat /mnt/boot1", timeout: 300)
+        XCTAssertEqual(first.0, 0, first.1 + server.log)
+        XCTAssertTrue(first.1.contains("first"), first.1)
+        XCTAssertTrue(server.process.isRunning, "ferry exited after the first guest despite --persist: \(server.log)")
+        let second = try Self.boot(socket: server.socket, copies: [], command: "cat /mnt/boot1 && echo second > /mnt/boot2", timeout: 300)
+        XCTAssertEqual(second.0, 0, second.1 + server.log)
+        XCTAssertTrue(second.1.contains("first"), second.1)
+        XCTAssertEqual(try String(contentsOfFile: source + "/boot2", encoding: .utf8), "second\n")
+        XCTAssertEqual(server.log.components(separatedBy: "FUSE 7.").count - 1, 2, "two INITs expected: \(server.log)")
+        server.process.terminate()
+        XCTAssertEqual(server.waitForExit(), 0, server.log)
+        XCTAssertFalse(server.log.contains(" error "), server.log)
+    }
 }
