@@ -57,23 +57,40 @@ final class VhostGuestTests: XCTestCase {
         if status != 0 { throw XCTSkip("guest image unavailable: \(output.suffix(400))") }
     }
 
+    /// A guest booting on `socket` and running `command`.
+    final class Guest {
+        final class Collected: @unchecked Sendable { var data = Data() }
+        let process = Process()
+        private let output = Pipe()
+        private let collected = Collected()
+        private let reader: Thread
+
+        init(socket: String, copies: [String], command: String, timeout: Int) throws {
+            var environment = ProcessInfo.processInfo.environment
+            if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
+            process.executableURL = URL(fileURLWithPath: VhostGuestTests.guestDir + "/run-guest.sh")
+            process.arguments = ["--socket", socket, "--tag", "ferrytest", "--timeout", "\(timeout)", "-q"]
+                + copies.flatMap { ["--copy", $0] } + ["--", command]
+            process.environment = environment
+            process.standardOutput = output
+            process.standardError = output
+            let handle = output.fileHandleForReading, collected = self.collected
+            reader = Thread { collected.data = handle.readDataToEndOfFile() }
+            try process.run()
+            reader.start()
+        }
+
+        /// Waits for the guest; returns (status, stdout + stderr).
+        func finish() -> (Int32, String) {
+            process.waitUntilExit()
+            while !reader.isFinished { usleep(10_000) }
+            return (process.terminationStatus, String(decoding: collected.data, as: UTF8.self))
+        }
+    }
+
     /// Boots a guest on `socket` running `command`; returns (status, stdout + stderr).
     static func boot(socket: String, copies: [String], command: String, timeout: Int = 900) throws -> (Int32, String) {
-        var environment = ProcessInfo.processInfo.environment
-        if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
-        let arguments = ["--socket", socket, "--tag", "ferrytest", "--timeout", "\(timeout)", "-q"]
-            + copies.flatMap { ["--copy", $0] } + ["--", command]
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: guestDir + "/run-guest.sh")
-        process.arguments = arguments
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try Guest(socket: socket, copies: copies, command: command, timeout: timeout).finish()
     }
 
     static func sha256(_ path: String) throws -> String {
@@ -200,5 +217,32 @@ final class VhostGuestTests: XCTestCase {
         server.process.terminate()
         XCTAssertEqual(server.waitForExit(), 0, server.log)
         XCTAssertFalse(server.log.contains(" error "), server.log)
+    }
+
+    /// Two guests, each on its own Ferry server over one SOURCE: one guest's flock and fcntl
+    /// locks conflict with the other's, and the other's blocking waits are granted when the
+    /// first unlocks (scripts/guest/guest-crosslock.pl). Both boot at once.
+    func testLocksAcrossGuests() throws {
+        try Self.requireGuestImage()
+        let scratch = try Scratch.directory("ferry-vhost-cross")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let source = scratch + "/src"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        let serverA = try VhostServer(source: source, socket: scratch + "/a.sock")
+        let serverB = try VhostServer(source: source, socket: scratch + "/b.sock")
+        let script = Self.guestDir + "/guest-crosslock.pl:/harness/crosslock.pl"
+        let holder = try Guest(socket: serverA.socket, copies: [script], command: "perl /harness/crosslock.pl holder /mnt", timeout: 400)
+        let contender = try Guest(socket: serverB.socket, copies: [script], command: "perl /harness/crosslock.pl contender /mnt", timeout: 400)
+        let (statusB, outputB) = contender.finish()
+        let (statusA, outputA) = holder.finish()
+        print("holder:\n\(outputA)\ncontender:\n\(outputB)")
+        XCTAssertEqual(statusA, 0, outputA + serverA.log)
+        XCTAssertEqual(statusB, 0, outputB + serverB.log)
+        for name in ["flock-guest-vs-other-guest", "posix-guest-vs-other-guest", "posix-getlk-other-guest",
+                     "posix-setlkw-released-by-other-guest", "flock-blocking-released-by-other-guest"] {
+            XCTAssertTrue(outputB.contains("PASS \(name):"), "no PASS \(name):\n\(outputB)")
+        }
+        XCTAssertEqual(serverA.waitForExit(), 0, serverA.log)
+        XCTAssertEqual(serverB.waitForExit(), 0, serverB.log)
     }
 }
