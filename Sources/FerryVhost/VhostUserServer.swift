@@ -26,6 +26,24 @@ public final class VhostUserServer: @unchecked Sendable {
         self.makeEngine = makeEngine
     }
 
+    /// Whether the socket file is Ferry's own (removed at exit), not a supervisor's.
+    private var ownsSocketFile = true
+
+    /// Serves on a listening socket a supervisor (libvirt's `--fd=N`) passed in, instead of
+    /// `listen()`; the socket file, if any, stays the supervisor's.
+    public func adopt(listeningFD fd: Int32) throws(Errno) {
+        var accepting: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0 else { throw Errno.current }
+        guard accepting != 0 else { throw Errno(rawValue: EINVAL) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        // libvirt hands its descriptors over non-blocking; accept(2) must wait.
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+        ownsSocketFile = false
+        listener.store(fd, ordering: .releasing)
+    }
+
     /// Binds the socket (replacing a stale socket file). Call before `run`.
     public func listen() throws(Errno) {
         var st = stat()
@@ -43,7 +61,7 @@ public final class VhostUserServer: @unchecked Sendable {
         precondition(fd >= 0, "listen() first")
         defer {
             Glibc.close(fd)
-            unlink(socketPath)
+            if ownsSocketFile { unlink(socketPath) }
         }
         onListening()
         while !stopping.load(ordering: .relaxed) {
@@ -72,7 +90,7 @@ public final class VhostUserServer: @unchecked Sendable {
                 logger.info("the guest's connection ended; exiting (--persist waits for the next)")
                 break
             }
-            logger.info("waiting for the next vhost-user connection on \(socketPath)")
+            logger.info("waiting for the next vhost-user connection\(socketPath.isEmpty ? "" : " on \(socketPath)")")
         }
     }
 

@@ -40,6 +40,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Serve a VM instead of mounting: listen on this unix socket as a vhost-user-fs back-end (QEMU's vhost-user-fs-pci). See ServeVhost.swift.")
     var socketPath: String?
 
+    @Option(name: .customLong("fd"), help: "Serve a VM on this already listening unix socket (passed in by a supervisor such as libvirt) instead of --socket-path.")
+    var listenFD: Int32?
+
     @Option(help: "With --socket-path: the virtio-fs tag the guest mounts (QEMU's tag= option sets what the guest sees; Ferry logs it).")
     var tag: String?
 
@@ -173,7 +176,7 @@ struct Serve: ParsableCommand {
     }
 
     private func serve(_ list: MountOptionList, logger: Logger) throws {
-        if let socketPath { return try serveVhost(socketPath: socketPath, list, logger: logger) }
+        if socketPath != nil || listenFD != nil { return try serveVhost(socketPath: socketPath ?? "", list, logger: logger) }
         try Preflight.check(source: source, mountpoint: mountpoint)
         if explain {
             explainConfiguration()

@@ -12,7 +12,8 @@ import Logging
 extension Serve {
     /// MOUNTPOINT xor --socket-path, and no option that cannot apply to a VM.
     func validateTransport() throws {
-        guard socketPath != nil else {
+        if socketPath != nil && listenFD != nil { throw ValidationError("give --socket-path or --fd, not both") }
+        guard socketPath != nil || listenFD != nil else {
             if mountpointArgument == nil { throw ValidationError("Missing expected argument '<mountpoint>' (or --socket-path to serve a VM)") }
             for (given, name) in [(tag != nil, "--tag"), (persist, "--persist")] where given {
                 throw ValidationError("\(name) applies only with --socket-path")
@@ -84,8 +85,14 @@ extension Serve {
         let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         signal(SIGPIPE, SIG_IGN)
         let server = VhostUserServer(socketPath: socketPath, persist: persist, logger: logger, makeEngine: makeEngine)
-        do { try server.listen() } catch {
-            throw StartupError("cannot listen on \(socketPath): \(error)")
+        if let listenFD {
+            do { try server.adopt(listeningFD: listenFD) } catch {
+                throw StartupError("--fd \(listenFD) is not a listening socket: \(error)")
+            }
+        } else {
+            do { try server.listen() } catch {
+                throw StartupError("cannot listen on \(socketPath): \(error)")
+            }
         }
         try signals.start { signal in
             if signal == SIGUSR1 { return }
@@ -93,7 +100,7 @@ extension Serve {
             server.stop()
         }
         logger.info("configuration: vhost-user, I/O engine \(engineOptions.ioEngine), passthrough off, change notifications off")
-        logger.info("serving \(source) to a VM on \(socketPath)\(tag.map { " (tag \($0))" } ?? "") (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
+        logger.info("serving \(source) to a VM on \(listenFD.map { "fd \($0)" } ?? socketPath)\(tag.map { " (tag \($0))" } ?? "") (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
         try server.run()
         logger.info("exiting")
     }

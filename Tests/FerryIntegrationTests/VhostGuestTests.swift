@@ -245,4 +245,50 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertEqual(serverA.waitForExit(), 0, serverA.log)
         XCTAssertEqual(serverB.waitForExit(), 0, serverB.log)
     }
+
+    /// libvirt 9 runs its virtiofs binary with virtiofsd's command line and a listening socket it
+    /// passes in (scripts/guest/libvirt-launch.py builds exactly that argument list): Ferry run as
+    /// `virtiofsd` (a symlink) serves a guest that way, with the cache mode and a source path
+    /// holding a comma. Also `--print-capabilities` and refused options.
+    func testVirtiofsdCommandLine() throws {
+        let scratch = try Scratch.directory("ferry-vhost-libvirt")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let link = scratch + "/virtiofsd"
+        XCTAssertEqual(symlink(FerryServer.binary, link), 0)
+        let (capsStatus, caps) = try runCommand([link, "--print-capabilities"])
+        XCTAssertEqual(capsStatus, 0)
+        let json = try JSONSerialization.jsonObject(with: Data(caps.utf8)) as? [String: Any]
+        XCTAssertEqual(json?["type"] as? String, "fs", caps)
+        let (refusedStatus, refused) = try runCommand([link, "--fd=3", "-o", "source=/tmp,xattrmap=:map::"])
+        XCTAssertEqual(refusedStatus, 2)
+        XCTAssertTrue(refused.contains("xattrmap"), refused)
+
+        try Self.requireGuestImage()
+        let source = scratch + "/share,one"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        try "from the host\n".write(toFile: source + "/hello", atomically: false, encoding: .utf8)
+        let socket = scratch + "/libvirt.sock"
+        let log = scratch + "/virtiofsd.log"
+        let launcher = Process()
+        launcher.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        launcher.arguments = ["python3", Self.guestDir + "/libvirt-launch.py", link, socket, source, "always"]
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        launcher.standardOutput = logHandle
+        launcher.standardError = logHandle
+        try launcher.run()
+        defer { if launcher.isRunning { launcher.terminate(); launcher.waitUntilExit() } }
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline { usleep(20_000) }
+        let (status, output) = try Self.boot(socket: socket, copies: [], command: "cat /mnt/hello && echo guest > /mnt/back", timeout: 300)
+        let serverLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        XCTAssertEqual(status, 0, output + serverLog)
+        XCTAssertTrue(output.contains("from the host"), output)
+        XCTAssertEqual(try String(contentsOfFile: source + "/back", encoding: .utf8), "guest\n")
+        XCTAssertTrue(serverLog.contains("cache always"), serverLog)
+        let end = Date().addingTimeInterval(20)
+        while launcher.isRunning && Date() < end { usleep(50_000) }
+        XCTAssertFalse(launcher.isRunning, "ferry did not exit after the guest: \(serverLog)")
+        XCTAssertEqual(launcher.terminationStatus, 0, serverLog)
+    }
 }
