@@ -198,7 +198,9 @@ public final class SplitQueue {
                 guard indirect else { throw .badChain(head: head, reason: "indirect descriptor, but INDIRECT_DESC was not negotiated") }
                 guard !inIndirect else { throw .badChain(head: head, reason: "indirect descriptor inside an indirect table") }
                 guard d.flags & SplitQueue.flagNext == 0 else { throw .badChain(head: head, reason: "indirect descriptor with NEXT") }
-                guard d.length > 0, d.length % 16 == 0 else { throw .badChain(head: head, reason: "indirect table of \(d.length) bytes") }
+                guard d.length > 0, d.length % 16 == 0, d.length / 16 <= UInt32(SplitQueue.maxSize) else {
+                    throw .badChain(head: head, reason: "indirect table of \(d.length) bytes")
+                }
                 guard let t = memory.guest(d.address, length: UInt64(d.length)) else {
                     throw .badChain(head: head, reason: "indirect table at 0x\(String(d.address, radix: 16)) is outside guest memory")
                 }

@@ -24,7 +24,7 @@ public final class VhostChannel: Sendable {
     public func read() throws -> Incoming {
         var fds: [Int32] = []
         var headerBytes = [UInt8](repeating: 0, count: VhostHeader.size)
-        let got = try receive(into: &headerBytes, fds: &fds)
+        let got = try receive(into: &headerBytes, fds: &fds, header: true)
         if got == 0 { return .closed }
         do {
             let header = try VhostHeader.decode(Array(headerBytes[0..<got]))
@@ -32,7 +32,7 @@ public final class VhostChannel: Sendable {
             var received = 0
             while received < payload.count {
                 var chunk = [UInt8](repeating: 0, count: payload.count - received)
-                let n = try receive(into: &chunk, fds: &fds)
+                let n = try receive(into: &chunk, fds: &fds, header: false)
                 if n == 0 { throw VhostError.truncatedPayload(expected: payload.count, received: received) }
                 payload.replaceSubrange(received..<(received + n), with: chunk[0..<n])
                 received += n
@@ -47,7 +47,7 @@ public final class VhostChannel: Sendable {
 
     /// Receives up to `buffer.count` bytes (all of them unless the stream ends), collecting
     /// descriptors into `fds`.
-    private func receive(into buffer: inout [UInt8], fds: inout [Int32]) throws -> Int {
+    private func receive(into buffer: inout [UInt8], fds: inout [Int32], header: Bool) throws -> Int {
         var total = 0
         while total < buffer.count {
             var received = [Int32](repeating: -1, count: VhostChannel.maxFDs + 1)
@@ -71,7 +71,7 @@ public final class VhostChannel: Sendable {
                 throw VhostError.tooManyFDs(received: n)
             }
             if n == 0 {
-                if total > 0 && buffer.count == VhostHeader.size { throw VhostError.shortHeader(total) }
+                if total > 0 && header { throw VhostError.shortHeader(total) }
                 return total
             }
             total += n

@@ -107,9 +107,10 @@ final class SplitQueueTests: XCTestCase {
         g3.setDescriptor(0, addr: table, len: 16, flags: Self.indirect)
         g3.setDescriptor(1, addr: table, len: 16, flags: Self.indirect | Self.next, next: 0)
         g3.setDescriptor(2, addr: table, len: 17, flags: Self.indirect)
-        g3.makeAvailable(0); g3.makeAvailable(1); g3.makeAvailable(2)
+        g3.setDescriptor(3, addr: FakeGuest.gpa, len: 16 * 32769, flags: Self.indirect)   // longer than any queue
+        g3.makeAvailable(0); g3.makeAvailable(1); g3.makeAvailable(2); g3.makeAvailable(3)
         let q3 = try g3.queue()
-        for head in [UInt16(0), 1, 2] {
+        for head in [UInt16(0), 1, 2, 3] {
             XCTAssertThrowsError(try q3.pop()) { error in
                 guard case let QueueError.badChain(h, _) = error else { return XCTFail("\(error)") }
                 XCTAssertEqual(h, head)

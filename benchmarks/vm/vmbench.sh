@@ -1,18 +1,21 @@
 #!/bin/bash
 # Guest workloads through Ferry and through QEMU's virtiofsd, in one run, one fresh backend and
 # one guest boot per backend and round (interleaved), same settings (cache auto, --direct=1 for
-# data). Prints a markdown table with each workload's result per backend, the ratio
+# data). Backends: `ferry`; `virtiofsd` as it runs by default, which drops the guest's O_DIRECT
+# (host reads and writes then go through the host page cache); `virtiofsd-dio` with
+# `-o allow_direct_io`, which keeps O_DIRECT as Ferry does (the fair comparison for the data rows). Prints a markdown table with each workload's result per backend, the ratio
 # Ferry/virtiofsd, and each backend's CPU seconds for its whole run (user+system, from
 # /usr/bin/time). Under TCG the guest's CPU dominates: compare within one run only.
 #
 # Usage: benchmarks/vm/vmbench.sh [--rounds N] [--ferry BIN] [--virtiofsd BIN] [--file-mb N] [--seconds N]
+#                                 [--backends "ferry virtiofsd virtiofsd-dio"]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 GUEST=$ROOT/Tests/FerryIntegrationTests/scripts/guest
 FERRY=$ROOT/.build/release/ferry
 VIRTIOFSD=/usr/lib/qemu/virtiofsd
-ROUNDS=1 FILE_MB=256 SECONDS_PER_JOB=8
+ROUNDS=1 FILE_MB=256 SECONDS_PER_JOB=8 BACKENDS="ferry virtiofsd virtiofsd-dio"
 while (($#)); do
 	case $1 in
 	--rounds) ROUNDS=$2; shift ;;
@@ -20,6 +23,7 @@ while (($#)); do
 	--virtiofsd) VIRTIOFSD=$2; shift ;;
 	--file-mb) FILE_MB=$2; shift ;;
 	--seconds) SECONDS_PER_JOB=$2; shift ;;
+	--backends) BACKENDS=$2; shift ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -64,6 +68,7 @@ run() { # backend round
 	case $b in
 	ferry) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$FERRY" serve "$WORK/src" --socket-path "$sock" >"$log" 2>&1 & ;;
 	virtiofsd) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$VIRTIOFSD" --socket-path="$sock" -o source="$WORK/src" -o cache=auto >"$log" 2>&1 & ;;
+	virtiofsd-dio) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$VIRTIOFSD" --socket-path="$sock" -o source="$WORK/src" -o cache=auto -o allow_direct_io >"$log" 2>&1 & ;;
 	esac
 	local pid=$!
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -74,13 +79,13 @@ run() { # backend round
 	wait $pid 2>/dev/null || true
 }
 for r in $(seq "$ROUNDS"); do
-	for b in ferry virtiofsd; do run $b $r; done
+	for b in $BACKENDS; do run $b $r; done
 done
-python3 - "$WORK" "$ROUNDS" <<'PY'
+python3 - "$WORK" "$ROUNDS" $BACKENDS <<'PY'
 import sys, statistics, glob, re
-work, rounds = sys.argv[1], int(sys.argv[2])
+work, rounds, backends = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 res, cpu = {}, {}
-for b in ("ferry", "virtiofsd"):
+for b in backends:
     for r in range(1, rounds + 1):
         for line in open(f"{work}/{b}.{r}.out", errors="replace"):
             m = re.match(r"RESULT (\S+) ([\d.]+) (.+)", line)
@@ -92,14 +97,17 @@ for b in ("ferry", "virtiofsd"):
 names = []
 for (b, n) in res:
     if b != "unit" and n not in names: names.append(n)
-print("| workload | Ferry | virtiofsd | Ferry / virtiofsd |")
-print("|---|---|---|---|")
+others = [b for b in backends if b != "ferry"]
+print("| workload | " + " | ".join(backends) + "".join(f" | ferry / {o}" for o in others) + " |")
+print("|---" * (len(backends) + len(others) + 1) + "|")
+med = lambda b, n: statistics.median(res[(b, n)]) if (b, n) in res else None
 for n in names:
-    f, v = res.get(("ferry", n)), res.get(("virtiofsd", n))
-    fm = statistics.median(f) if f else None; vm = statistics.median(v) if v else None
     unit = res[("unit", n)]
-    ratio = f"{fm / vm:.2f}" if fm and vm else "-"
-    print(f"| {n} | {fm if fm is not None else '-'} {unit} | {vm if vm is not None else '-'} {unit} | {ratio} |")
-for b in ("ferry", "virtiofsd"):
+    cells = [f"{med(b, n)} {unit}" if med(b, n) is not None else "-" for b in backends]
+    f = med("ferry", n)
+    ratios = [f"{f / med(o, n):.2f}" if f and med(o, n) else "-" for o in others]
+    print(f"| {n} | " + " | ".join(cells + ratios) + " |")
+print(f"\nmedian of {rounds} round(s), interleaved")
+for b in backends:
     if b in cpu: print(f"\n{b}: backend CPU {statistics.median(cpu[b]):.2f} s (user+system, whole run, median of {len(cpu[b])})")
 PY
