@@ -65,12 +65,12 @@ final class VhostGuestTests: XCTestCase {
         private let collected = Collected()
         private let reader: Thread
 
-        init(socket: String, copies: [String], command: String, timeout: Int) throws {
+        init(socket: String, copies: [String], command: String, timeout: Int, extra: [String] = []) throws {
             var environment = ProcessInfo.processInfo.environment
             if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
             process.executableURL = URL(fileURLWithPath: VhostGuestTests.guestDir + "/run-guest.sh")
             process.arguments = ["--socket", socket, "--tag", "ferrytest", "--timeout", "\(timeout)", "-q"]
-                + copies.flatMap { ["--copy", $0] } + ["--", command]
+                + copies.flatMap { ["--copy", $0] } + extra + ["--", command]
             process.environment = environment
             process.standardOutput = output
             process.standardError = output
@@ -89,8 +89,8 @@ final class VhostGuestTests: XCTestCase {
     }
 
     /// Boots a guest on `socket` running `command`; returns (status, stdout + stderr).
-    static func boot(socket: String, copies: [String], command: String, timeout: Int = 900) throws -> (Int32, String) {
-        try Guest(socket: socket, copies: copies, command: command, timeout: timeout).finish()
+    static func boot(socket: String, copies: [String], command: String, timeout: Int = 900, extra: [String] = []) throws -> (Int32, String) {
+        try Guest(socket: socket, copies: copies, command: command, timeout: timeout, extra: extra).finish()
     }
 
     static func sha256(_ path: String) throws -> String {
@@ -197,7 +197,9 @@ final class VhostGuestTests: XCTestCase {
     }
 
     /// `--persist`: two guests in a row on one server (a VM restarted), each with a fresh FUSE
-    /// session; the second sees what the first wrote. Then SIGTERM ends the server (status 0).
+    /// session; the second sees what the first wrote. The second device has QEMU's default
+    /// queue size (128) and two request queues; 8 MiB written through it buffered and with
+    /// O_DIRECT arrive intact. Then SIGTERM ends the server (status 0).
     func testPersistServesTheNextGuest() throws {
         try Self.requireGuestImage()
         let scratch = try Scratch.directory("ferry-vhost-persist")
@@ -209,10 +211,20 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertEqual(first.0, 0, first.1 + server.log)
         XCTAssertTrue(first.1.contains("first"), first.1)
         XCTAssertTrue(server.process.isRunning, "ferry exited after the first guest despite --persist: \(server.log)")
-        let second = try Self.boot(socket: server.socket, copies: [], command: "cat /mnt/boot1 && echo second > /mnt/boot2", timeout: 300)
+        let second = try Self.boot(socket: server.socket, copies: [], command: """
+            cat /mnt/boot1 && echo second > /mnt/boot2 && dd if=/dev/urandom of=/tmp/x bs=1M count=8 2>/dev/null \
+              && cp /tmp/x /mnt/x && dd if=/tmp/x of=/mnt/y bs=1M oflag=direct 2>/dev/null && sync \
+              && echo 3 > /proc/sys/vm/drop_caches && echo "SHA256 $(sha256sum < /tmp/x | cut -d' ' -f1)" \
+              && cmp /tmp/x /mnt/x && dd if=/mnt/y of=/tmp/y bs=1M iflag=direct 2>/dev/null && cmp /tmp/x /tmp/y
+            """, timeout: 300, extra: ["--queue-size", "128", "--fs-device-opts", ",num-request-queues=2"])
         XCTAssertEqual(second.0, 0, second.1 + server.log)
         XCTAssertTrue(second.1.contains("first"), second.1)
         XCTAssertEqual(try String(contentsOfFile: source + "/boot2", encoding: .utf8), "second\n")
+        let guestHash = second.1.split(separator: "\n").first { $0.hasPrefix("SHA256 ") }.map { String($0.dropFirst(7)) }
+        XCTAssertNotNil(guestHash, second.1)
+        XCTAssertEqual(guestHash, try Self.sha256(source + "/x"))
+        XCTAssertEqual(guestHash, try Self.sha256(source + "/y"))
+        XCTAssertTrue(server.log.contains("queue 2 (requests, size 128) started"), server.log)
         XCTAssertEqual(server.log.components(separatedBy: "FUSE 7.").count - 1, 2, "two INITs expected: \(server.log)")
         server.process.terminate()
         XCTAssertEqual(server.waitForExit(), 0, server.log)
