@@ -14,7 +14,7 @@ struct Ferry: ParsableCommand {
     static func main() {
         let name = CommandLine.arguments.first?.split(separator: "/").last.map(String.init) ?? ""
         if name.hasSuffix("virtiofsd") {
-            Virtiofsd.main(["virtiofsd"].dropFirst().map { $0 } + Array(CommandLine.arguments.dropFirst()))
+            Virtiofsd.main(Array(CommandLine.arguments.dropFirst()))
         } else {
             Ferry.main(nil)
         }
