@@ -103,7 +103,7 @@ print("|---" * (len(backends) + len(others) + 1) + "|")
 med = lambda b, n: statistics.median(res[(b, n)]) if (b, n) in res else None
 for n in names:
     unit = res[("unit", n)]
-    cells = [f"{med(b, n)} {unit}" if med(b, n) is not None else "-" for b in backends]
+    cells = [f"{med(b, n):.0f} {unit}" if med(b, n) is not None else "-" for b in backends]
     f = med("ferry", n)
     ratios = [f"{f / med(o, n):.2f}" if f and med(o, n) else "-" for o in others]
     print(f"| {n} | " + " | ".join(cells + ratios) + " |")
