@@ -217,20 +217,20 @@ public final class SplitQueue {
                 if !writable && !chain.writable.isEmpty {
                     throw .badChain(head: head, reason: "device-readable descriptor after a device-writable one")
                 }
-                var segments: [UnsafeMutableRawBufferPointer] = []
-                guard memory.segments(d.address, length: UInt64(d.length), into: &segments) else {
-                    throw .badChain(head: head, reason: "buffer 0x\(String(d.address, radix: 16)) + \(d.length) is outside guest memory")
-                }
+                let inside: Bool
                 if writable {
                     let (sum, overflow) = chain.writableLength.addingReportingOverflow(Int(d.length))
                     guard !overflow, sum <= Int(UInt32.max) else { throw .badChain(head: head, reason: "writable length overflows") }
                     chain.writableLength = sum
-                    chain.writable += segments
+                    inside = memory.segments(d.address, length: UInt64(d.length), into: &chain.writable)
                 } else {
                     let (sum, overflow) = chain.readableLength.addingReportingOverflow(Int(d.length))
                     guard !overflow, sum <= Int(UInt32.max) else { throw .badChain(head: head, reason: "readable length overflows") }
                     chain.readableLength = sum
-                    chain.readable += segments
+                    inside = memory.segments(d.address, length: UInt64(d.length), into: &chain.readable)
+                }
+                guard inside else {
+                    throw .badChain(head: head, reason: "buffer 0x\(String(d.address, radix: 16)) + \(d.length) is outside guest memory")
                 }
             }
             guard d.flags & SplitQueue.flagNext != 0 else { return chain }
