@@ -24,8 +24,8 @@ final class VhostConnection {
     let logger: Logger
     private let makeEngine: () throws -> FUSEEngine
     private var engine: FUSEEngine?
-    /// The engine served a guest whose queues were stopped since: the next start gets a fresh
-    /// one (a rebooted guest sends INIT again, and nothing of the old session may leak into it).
+    /// Every queue stopped since the engine last served: the next start decides whether the
+    /// guest resumes (same engine) or was reset (a fresh engine; see `startIfReady`).
     private var engineSpent = false
     private var features: UInt64 = 0
     private var protocolFeatures: UInt64 = 0
@@ -221,7 +221,17 @@ final class VhostConnection {
         do {
             if engine == nil || engineSpent {
                 guard vrings.allSatisfy({ $0.runner == nil }) else { throw StartError("engine busy") }
-                engine = try makeEngine()
+                // Queues restarting where they stopped resume the guest's FUSE session (the VM
+                // was paused); queues all starting at 0 are a reset device (a reboot), whose
+                // guest sends INIT again: it gets a fresh engine, and the old session's inodes,
+                // open files and host locks are released with the old one.
+                if engine == nil || vrings.allSatisfy({ $0.base == 0 }) {
+                    if engine != nil { logger.info("vhost-user: queues restart from 0 (device reset): new FUSE session") }
+                    engine = nil
+                    engine = try makeEngine()
+                } else {
+                    logger.info("vhost-user: queues resume where they stopped: same FUSE session")
+                }
                 engineSpent = false
             }
             let queue = try SplitQueue(memory: memory, size: vrings[i].size, address: address, base: vrings[i].base,

@@ -303,4 +303,56 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertFalse(launcher.isRunning, "ferry did not exit after the guest: \(serverLog)")
         XCTAssertEqual(launcher.terminationStatus, 0, serverLog)
     }
+
+    /// QEMU pauses and resumes a running VM (monitor `stop`/`cont`: the queues stop and start
+    /// again at their saved indexes) and then resets it (`system_reset`: the guest reboots and
+    /// its queues start at 0) on the same connection. Across the pause the guest's open file and
+    /// its flock (a host lock) live on; after the reboot the old boot's lock is gone and the new
+    /// boot mounts and works. One VM, two boots.
+    func testPauseResumeAndReboot() throws {
+        try Self.requireGuestImage()
+        let scratch = try Scratch.directory("ferry-vhost-reset")
+        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
+        let source = scratch + "/src", monitor = scratch + "/monitor"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        try "hi\n".write(toFile: source + "/a", atomically: false, encoding: .utf8)
+        let server = try VhostServer(source: source, socket: scratch + "/ferry.sock")
+        let guest = try Guest(socket: server.socket, copies: [], command: """
+            if [ -e /mnt/booted ]; then
+              /usr/bin/flock -n /mnt/lockf -c 'echo PASS lock-free-after-reboot' || echo FAIL lock-free-after-reboot
+            else
+              : > /mnt/booted; exec 3</mnt/a
+              /usr/bin/flock /mnt/lockf -c ': > /mnt/pause-now; i=0
+                while [ ! -e /mnt/resumed ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+                echo "file: $(cat /mnt/a) fd: $(cat <&3)"; : > /mnt/reset-now; sleep 300'
+            fi
+            """, timeout: 400, extra: ["--allow-reboot", "--qemu-arg", "-monitor", "--qemu-arg", "unix:\(monitor),server,nowait"])
+        func waitFor(_ file: String, _ seconds: Double = 120) -> Bool {
+            let end = Date().addingTimeInterval(seconds)
+            while !FileManager.default.fileExists(atPath: source + "/" + file) && Date() < end { usleep(50_000) }
+            return FileManager.default.fileExists(atPath: source + "/" + file)
+        }
+        func hostCanLock() throws -> Bool { try runCommand(["flock", "-n", source + "/lockf", "true"]).status == 0 }
+        func qemu(_ command: String) throws { _ = try runCommand(["python3", Self.guestDir + "/monitor.py", monitor, command]) }
+
+        XCTAssertTrue(waitFor("pause-now"), server.log)
+        XCTAssertFalse(try hostCanLock(), "the guest's flock is not a host lock")
+        try qemu("stop")
+        usleep(1_000_000)
+        try qemu("cont")
+        XCTAssertFalse(try hostCanLock(), "the guest's flock was dropped across the pause")
+        FileManager.default.createFile(atPath: source + "/resumed", contents: nil)
+        XCTAssertTrue(waitFor("reset-now"), server.log)
+        XCTAssertFalse(try hostCanLock())
+        try qemu("system_reset")
+        let (status, output) = guest.finish()
+        XCTAssertEqual(status, 0, output + server.log)
+        XCTAssertTrue(output.contains("file: hi fd: hi"), "the open file did not survive the pause:\n\(output)")
+        XCTAssertTrue(output.contains("PASS lock-free-after-reboot"), output)
+        XCTAssertTrue(server.log.contains("same FUSE session"), server.log)
+        XCTAssertTrue(server.log.contains("new FUSE session"), server.log)
+        XCTAssertEqual(server.waitForExit(), 0, server.log)
+        XCTAssertTrue(try hostCanLock())
+        XCTAssertFalse(server.log.contains(" error "), server.log)
+    }
 }

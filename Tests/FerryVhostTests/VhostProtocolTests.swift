@@ -326,4 +326,74 @@ final class VhostProtocolTests: XCTestCase {
         XCTAssertTrue(waitFor { self.book.contains("waiting for the next vhost-user connection") }, book.all)
         XCTAssertTrue(waitFor { Self.openFDCount() == fdsBefore }, "descriptors before \(fdsBefore), after \(Self.openFDCount())")
     }
+
+    /// QEMU stops the queues when the VM pauses and starts them again at the saved indexes when
+    /// it resumes: the guest's FUSE session must go on (its node ids stay valid). A device reset
+    /// (a reboot) starts them at 0: a fresh session, the old one's state released.
+    func testResumeKeepsTheSessionResetStartsANewOne() throws {
+        let ram = try FakeRAM(directory + "/ram")
+        let kick = try EventCounter(), call = try EventCounter()
+        let client = try startDevice(ram, kick: kick, call: call)
+        var slot: UInt16 = 0
+        func run(_ request: [UInt8]) -> [UInt8] {
+            let head = slot % 8, gpa = 0x10000 + UInt64(slot % 8) * 0x2000
+            slot &+= 2
+            ram.write(request, at: gpa)
+            ram.descriptor(Int(head), addr: gpa, len: UInt32(request.count), flags: 1, next: head + 1)
+            ram.descriptor(Int(head) + 1, addr: gpa + 0x1000, len: 512, flags: 2)
+            let before = ram.usedIdx
+            ram.offer(head)
+            kick.signal()
+            XCTAssertTrue(waitFor { ram.usedIdx == before &+ 1 }, book.all)
+            return ram.read(512, at: gpa + 0x1000)
+        }
+        func error(_ reply: [UInt8]) -> Int32 { reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) } }
+        func restart(base: UInt32) {
+            client.send(10, Self.u32(1) + Self.u32(base))
+            client.send(12, Self.u64(1), fds: [kick.fd.rawValue])
+            client.send(18, Self.u32(1) + Self.u32(1), needReply: true)
+            XCTAssertEqual(Self.le64(client.reply()?.payload ?? []), 0)
+        }
+        mkdir(directory + "/src/dir", 0o755)
+        XCTAssertEqual(error(run(Self.initRequest(unique: 1))), 0)
+        let lookup = run(Self.request(1, unique: 2, node: 1, Array("dir\0".utf8)))
+        XCTAssertEqual(error(lookup), 0)
+        let node = lookup.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
+        let getattr = { (unique: UInt64) in Self.request(3, unique: unique, node: node, [UInt8](repeating: 0, count: 16)) }
+        XCTAssertEqual(error(run(getattr(3))), 0)
+        // A guest flock on a file: a host lock.
+        let created = run(Self.request(35, unique: 10, node: 1, Self.u32(UInt32(O_RDWR)) + Self.u32(0o100644) + Self.u32(0) + Self.u32(0)
+                                        + Array("held\0".utf8)))
+        XCTAssertEqual(error(created), 0)
+        let heldNode = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
+        let fh = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16 + 128, as: UInt64.self) }
+        let lk = Self.u64(fh) + Self.u64(0x99) + Self.u64(0) + Self.u64(UInt64.max) + Self.u32(UInt32(F_WRLCK)) + Self.u32(1)
+            + Self.u32(1) + Self.u32(0)
+        XCTAssertEqual(error(run(Self.request(32, unique: 11, node: heldNode, lk))), 0)
+        let probe = open(directory + "/src/held", O_RDONLY)
+        defer { close(probe) }
+        XCTAssertNotEqual(flock(probe, LOCK_EX | LOCK_NB), 0, "the guest's flock is not a host lock")
+
+        // Pause and resume: GET_VRING_BASE, then the same base again.
+        client.send(11, Self.u32(1) + Self.u32(0))
+        let base = try XCTUnwrap(client.reply()).payload
+        XCTAssertEqual(base, Self.u32(1) + Self.u32(5))
+        restart(base: 5)
+        XCTAssertEqual(error(run(getattr(4))), 0, "the node id died across a pause")
+        XCTAssertTrue(book.contains("same FUSE session"), book.all)
+        XCTAssertNotEqual(flock(probe, LOCK_EX | LOCK_NB), 0, "the guest's lock was dropped across a pause")
+
+        // Reset: the guest re-initialises its rings and the queues start at 0.
+        client.send(11, Self.u32(1) + Self.u32(0))
+        _ = client.reply()
+        (ram.base + Int(FakeRAM.avail)).initializeMemory(as: UInt8.self, repeating: 0, count: 0x1000)
+        (ram.base + Int(FakeRAM.used)).initializeMemory(as: UInt8.self, repeating: 0, count: 0x1000)
+        ram.availIdx = 0
+        slot = 0
+        restart(base: 0)
+        XCTAssertTrue(book.contains("new FUSE session"), book.all)
+        XCTAssertEqual(error(run(Self.initRequest(unique: 6))), 0)
+        // The rebooted guest's old lock is gone with the old session.
+        XCTAssertTrue(waitFor { flock(probe, LOCK_EX | LOCK_NB) == 0 }, "a lock of the previous boot is still held")
+    }
 }
