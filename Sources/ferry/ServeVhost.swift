@@ -28,6 +28,8 @@ extension Serve {
             (notify == true, "--notify (virtio-fs has no notification queue: a guest's caches follow the cache timeouts)"),
             (notifyWatcher != .auto, "--notify-watcher"),
             (readyFd != nil, "--ready-fd"),
+            (threads != nil, "--threads (each virtqueue has its own thread)"),
+            (stats, "--stats (there are no change notifications to count)"),
             (list.noSuid || list.noDev || list.noExec || list.sync || list.dirSync,
              "-o nosuid/nodev/noexec/sync/dirsync (give them to the guest's mount)"),
             (list.atime != nil || list.noDirAtime, "-o atime options (give them to the guest's mount)"),

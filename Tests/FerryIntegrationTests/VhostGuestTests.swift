@@ -179,6 +179,8 @@ final class VhostGuestTests: XCTestCase {
             ([source, "--socket-path", socket, "--allow-other"], "--allow-other"),
             ([source, "--socket-path", socket, "-o", "nosuid"], "nosuid"),
             ([source, "--socket-path", socket, "-o", "noatime"], "atime"),
+            ([source, "--socket-path", socket, "--threads", "4"], "--threads"),
+            ([source, "--socket-path", socket, "--fd", "3"], "not both"),
             ([source, "--persist"], "Missing expected argument"),
             ([source, scratch, "--tag", "x"], "--tag applies only with --socket-path"),
         ]
