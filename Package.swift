@@ -51,8 +51,15 @@ let package = Package(
             "CFUSE", "CURing", "FerryEngine", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // vhost-user socket plumbing (SCM_RIGHTS, unix sockets) and ring memory barriers.
+        .target(name: "CFerryVhost"),
+        // The vhost-user-fs back-end: message framing, guest memory, split virtqueues, queue threads.
+        .target(name: "FerryVhost", dependencies: [
+            "CFerryVhost", "FerryEngine", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryTransport", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
+            "FerryTransport", "FerryVhost", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -64,6 +71,11 @@ let package = Package(
         // The engine and filesystem driven with raw request bytes on a scratch directory (no mount).
         .testTarget(name: "FerryEngineTests", dependencies: [
             "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // vhost-user framing, guest memory translation and split virtqueues, without a guest.
+        .testTarget(name: "FerryVhostTests", dependencies: [
+            "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.

@@ -53,6 +53,10 @@ public struct EngineOptions: Sendable {
     public var overIOUring = false
     /// Largest WRITE (and READ) payload Ferry accepts: 1 MiB.
     public var maxWrite: UInt32 = 1 << 20
+    /// Whether a request's pid names a host process (/dev/fuse), whose supplementary groups
+    /// /proc gives. A VM guest's pids mean nothing on the host (vhost-user): its callers then
+    /// act with their uid and gid only.
+    public var callerPIDsAreHostPIDs = true
     public init() {}
 
     /// Whether LOOKUP answers a missing name with a cacheable negative entry (only when

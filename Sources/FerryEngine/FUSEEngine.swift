@@ -199,7 +199,7 @@ public final class FUSEEngine: Sendable {
         guard switchCredentials else { return }
         if header.opcode == Opcode.release.rawValue || header.opcode == Opcode.releasedir.rawValue { return }
         var groups: [UInt32] = []
-        if header.uid != 0, header.pid != 0 {
+        if header.uid != 0, header.pid != 0, options.callerPIDsAreHostPIDs {
             groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
         }
         worker.credentials.become(uid: header.uid, gid: header.gid, groups: groups)

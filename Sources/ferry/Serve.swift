@@ -40,8 +40,24 @@ struct Serve: ParsableCommand {
     @Argument(help: "The host directory to share.")
     var source: String
 
-    @Argument(help: "Where to mount it (an existing, empty directory).")
-    var mountpoint: String
+    @Argument(help: ArgumentHelp("Where to mount it (an existing, empty directory); not with --socket-path.",
+                                 valueName: "mountpoint"))
+    var mountpointArgument: String?
+
+    /// MOUNTPOINT ("" when serving a VM with --socket-path, which has none).
+    var mountpoint: String { mountpointArgument ?? "" }
+
+    @Option(help: "Serve a VM instead of mounting: listen on this unix socket as a vhost-user-fs back-end (QEMU's vhost-user-fs-pci). See ServeVhost.swift.")
+    var socketPath: String?
+
+    @Option(name: .customLong("fd"), help: "Serve a VM on this already listening unix socket (passed in by a supervisor such as libvirt) instead of --socket-path.")
+    var listenFD: Int32?
+
+    @Option(help: "With --socket-path: the virtio-fs tag the guest mounts (QEMU's tag= option sets what the guest sees; Ferry logs it).")
+    var tag: String?
+
+    @Flag(help: "With --socket-path: after the VM disconnects, wait for the next connection instead of exiting.")
+    var persist = false
 
     @Option(help: "Kernel caching: never (timeouts 0, direct I/O), auto (1 s), always (1 day, keep page cache).")
     var cache: CacheMode = .auto
@@ -114,6 +130,7 @@ struct Serve: ParsableCommand {
     var explain = false
 
     func validate() throws {
+        try validateTransport()
         let serve: Serve
         do { serve = try applying(try MountOptionList(mountOptions)) } catch { throw ValidationError(error.description) }
         if let threads = serve.threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
@@ -172,6 +189,7 @@ struct Serve: ParsableCommand {
     }
 
     private func serve(_ list: MountOptionList, logger: Logger) throws {
+        if socketPath != nil || listenFD != nil { return try serveVhost(socketPath: socketPath ?? "", list, logger: logger) }
         try Preflight.check(source: source, mountpoint: mountpoint)
         if explain {
             try explainConfiguration()

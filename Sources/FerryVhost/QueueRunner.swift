@@ -1,0 +1,240 @@
+import FerryEngine
+import FerryProtocol
+import FerrySystem
+import Glibc
+import Logging
+import Synchronization
+
+/// A queue's call eventfd (the guest interrupt), which the front-end may replace while the
+/// queue runs (SET_VRING_CALL).
+final class CallEvent: Sendable {
+    private let fd = Mutex<Int32>(-1)
+
+    /// Installs `new` (nil: none), closing the previous one.
+    func replace(_ new: Int32?) {
+        fd.withLock { current in
+            if current >= 0 { Glibc.close(current) }
+            current = new ?? -1
+        }
+    }
+
+    /// Interrupts the guest.
+    func signal() {
+        fd.withLock { current in
+            guard current >= 0 else { return }
+            var one: UInt64 = 1
+            _ = Glibc.write(current, &one, 8)
+        }
+    }
+}
+
+/// Replies completed on other threads (a blocking lock granted or interrupted), waiting for
+/// the queue thread that owns their descriptor chains.
+final class DeferredInbox: Sendable {
+    let replies = Mutex<[[UInt8]]>([])
+    let event: EventCounter
+
+    init() throws(Errno) { event = try EventCounter() }
+
+    func post(_ bytes: [UInt8]) {
+        replies.withLock { $0.append(bytes) }
+        event.signal()
+    }
+
+    func take() -> [[UInt8]] { replies.withLock { list in defer { list = [] }; return list } }
+}
+
+/// The thread that serves one virtqueue: it sleeps on the queue's kick eventfd, takes the
+/// descriptor chains the guest made available, runs each FUSE request through the engine and
+/// puts the reply into the chain's device-writable buffers, then returns the chain on the used
+/// ring and interrupts the guest (as EVENT_IDX allows).
+///
+/// First version: the request is copied out of guest memory into the worker's request buffer,
+/// and the reply copied back (a zero-copy path through the I/O core's readv/writev on guest
+/// memory is a later step).
+final class QueueRunner: @unchecked Sendable {
+    let index: Int
+    let queue: SplitQueue
+    let kickFD: Int32
+    let call: CallEvent
+    let engine: FUSEEngine
+    let logger: Logger
+    private let stopEvent: EventCounter
+    private var thread: HostThread?
+
+    init(index: Int, queue: SplitQueue, kickFD: Int32, call: CallEvent, engine: FUSEEngine, logger: Logger) throws(Errno) {
+        self.index = index
+        self.queue = queue
+        self.kickFD = kickFD
+        self.call = call
+        self.engine = engine
+        self.logger = logger
+        stopEvent = try EventCounter()
+    }
+
+    func start() throws(Errno) {
+        thread = try HostThread.spawn(name: "ferry-vq-\(index)") { [self] in self.run() }
+    }
+
+    /// Stops the thread (after the data requests in flight completed) and returns the next
+    /// available index it would have taken (for GET_VRING_BASE).
+    func stop() -> UInt16 {
+        stopEvent.signal()
+        thread?.join()
+        thread = nil
+        return queue.lastAvailable
+    }
+
+    /// Opcodes the guest expects no reply for: their chains go back at once with 0 bytes.
+    private static let silentOpcodes: Set<UInt32> = [Opcode.forget.rawValue, Opcode.batchForget.rawValue,
+                                                      Opcode.interrupt.rawValue]
+
+    /// A FUSE_INTERRUPT for request `unique`, as the kernel would send it.
+    static func interruptRequest(_ unique: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        put(UInt32(FUSEABI.inHeaderSize + 8)); put(Opcode.interrupt.rawValue); put(UInt64(0)); put(UInt64(0))
+        put(UInt32(0)); put(UInt32(0)); put(UInt32(0)); put(UInt16(0)); put(UInt16(0))
+        put(unique)
+        return bytes
+    }
+
+    private func run() {
+        let inbox: DeferredInbox
+        do { inbox = try DeferredInbox() } catch {
+            logger.error("queue \(index): cannot create its event counter: \(error)")
+            return
+        }
+        let worker = engine.makeWorker(deferredReplies: { bytes in inbox.post(bytes) },
+                                       notifications: { _ in ENOSYS })   // virtio-fs has no notification queue
+        var pending: [UInt64: DescriptorChain] = [:]
+        var pushed = false
+        let queue = self.queue
+        let logger = self.logger
+        let index = self.index
+
+        func complete(_ chain: DescriptorChain, _ bytes: UnsafeRawBufferPointer) {
+            var written = 0
+            if let n = chain.writeReply(bytes) {
+                written = n
+            } else {
+                logger.error("queue \(index): reply of \(bytes.count) bytes does not fit the chain's \(chain.writableLength) writable bytes")
+                if bytes.count >= FUSEABI.outHeaderSize, chain.writableLength >= FUSEABI.outHeaderSize {
+                    let unique = UnsafeRawBufferPointer(rebasing: bytes[8..<16]).loadUnaligned(as: UInt64.self)
+                    let header = ReplyFraming.headerOnly(unique: UInt64(littleEndian: unique), errno: EIO)
+                    written = header.withUnsafeBytes { chain.writeReply($0) } ?? 0
+                }
+            }
+            queue.push(head: chain.head, length: UInt32(written))
+            pushed = true
+        }
+        func fail(_ chain: DescriptorChain, unique: UInt64?, errno: Int32, _ why: String) {
+            logger.error("queue \(index): request in chain \(chain.head): \(why)")
+            guard let unique, chain.writableLength >= FUSEABI.outHeaderSize else {
+                queue.push(head: chain.head, length: 0)
+                pushed = true
+                return
+            }
+            ReplyFraming.headerOnly(unique: unique, errno: errno).withUnsafeBytes { complete(chain, $0) }
+        }
+        let send: (ByteView) -> Bool = { reply in
+            guard let unique = reply.load(UInt64.self, at: 8), let chain = pending.removeValue(forKey: unique) else {
+                logger.error("queue \(index): a reply (\(reply.count) bytes) matches no request waiting on this queue")
+                return true
+            }
+            reply.withUnsafeBytes { complete(chain, $0) }
+            return true
+        }
+        func handle(_ chain: DescriptorChain) {
+            let buffer = worker.requestBuffer
+            guard chain.readableLength >= FUSEABI.inHeaderSize else {
+                return fail(chain, unique: nil, errno: EIO, "\(chain.readableLength) readable bytes, less than a FUSE header")
+            }
+            let n = chain.copyReadable(into: buffer.mutableBytes)
+            let view = buffer.view(count: n)
+            let unique = view.load(UInt64.self, at: 8)!
+            guard chain.readableLength <= buffer.capacity else {
+                return fail(chain, unique: unique, errno: EIO, "request of \(chain.readableLength) bytes exceeds the \(buffer.capacity)-byte buffer")
+            }
+            let length = Int(view.load(UInt32.self, at: 0)!)
+            guard length == n else {
+                return fail(chain, unique: unique, errno: EIO, "FUSE header says \(length) bytes, the chain holds \(n)")
+            }
+            let opcode = view.load(UInt32.self, at: 4)!
+            let silent = QueueRunner.silentOpcodes.contains(opcode)
+            guard silent || pending[unique] == nil else {
+                return fail(chain, unique: unique, errno: EBUSY, "unique \(unique) is already in flight")
+            }
+            switch engine.handle(view, worker: worker) {
+            case let .reply(bytes):
+                bytes.withUnsafeBytes { complete(chain, $0) }
+            case .noReply:
+                if silent {
+                    queue.push(head: chain.head, length: 0)
+                    pushed = true
+                } else {
+                    pending[unique] = chain   // in the I/O core, or a blocking lock
+                }
+            }
+        }
+
+        var broken = false
+        var waitFDs = [kickFD, stopEvent.fd.rawValue, inbox.event.fd.rawValue]
+        if let completions = worker.completionFD { waitFDs.append(completions) }
+        serving: while true {
+            _ = engine.completeData(worker, wait: false, send: send)
+            for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
+            var took = 0
+            while !broken, worker.canTakeRequest, took < 64 {
+                do {
+                    guard let chain = try queue.pop() else { break }
+                    took += 1
+                    handle(chain)
+                } catch let QueueError.badChain(head, reason) {
+                    logger.error("queue \(index): descriptor chain \(head): \(reason); returned unanswered")
+                    queue.push(head: head, length: 0)
+                    pushed = true
+                    took += 1
+                } catch {
+                    logger.error("queue \(index): \(error); the queue stops until the guest resets the device")
+                    broken = true
+                }
+            }
+            if pushed {
+                pushed = false
+                if queue.needsSignal() { call.signal() }
+            }
+            if took > 0 { continue }
+            if !worker.canTakeRequest {
+                _ = engine.completeData(worker, wait: true, send: send)
+                continue
+            }
+            worker.startQueuedData()
+            if worker.dataInFlight > 0 && worker.completionFD == nil { continue }   // sync engine: done already
+            if !broken && queue.armNotification() { continue }
+            let ready = Host.waitReadable(waitFDs, timeoutMilliseconds: -1)
+            if ready[1] { break serving }
+            if ready[0] { EventCounter.drain(kickFD) }
+            if ready[2] { inbox.event.drain() }
+            if ready.count > 3 && ready[3] { EventCounter.drain(waitFDs[3]) }
+        }
+        engine.drainData(worker, send: send)
+        // What is left waits for a host lock: interrupt it (EINTR), so that no waiter outlives
+        // the queue and every chain taken goes back to the guest.
+        if !pending.isEmpty {
+            logger.info("queue \(index): stopping; interrupting \(pending.count) blocked lock request(s)")
+            for unique in pending.keys {
+                QueueRunner.interruptRequest(unique).withUnsafeBytes { _ = engine.handle(ByteView($0), worker: worker) }
+            }
+            for _ in 0..<50 where !pending.isEmpty {
+                _ = Host.waitReadable([inbox.event.fd.rawValue], timeoutMilliseconds: 100)
+                inbox.event.drain()
+                for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
+            }
+            if !pending.isEmpty { logger.warning("queue \(index): \(pending.count) request(s) left unanswered") }
+        }
+        for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
+        if pushed, queue.needsSignal() { call.signal() }
+        engine.retire(worker)
+    }
+}
