@@ -25,8 +25,10 @@ extension FUSEEngine {
         case let .write(io, bytes):
             file = try fs.writableFile(io.fh)
             let pageCache = io.ioFlags & RequestFlags.writeCache != 0
-            operation = .write(fd: file.descriptor(forPageCacheWrite: pageCache), offset: try hostOffset(io.offset),
-                               data: bytes.withUnsafeBytes { $0 })   // lives in the slot's request buffer
+            let fd = file.descriptor(forPageCacheWrite: pageCache)
+            operation = .write(fd: fd, offset: try hostOffset(io.offset),
+                               data: bytes.withUnsafeBytes { $0 },   // lives in the slot's request buffer
+                               cached: !file.direct || fd != file.fd.rawValue)
             submitNow = true   // the host clears set-id bits by the credentials of the submitting thread
         case let .fsync(fh, flags), let .fsyncdir(fh, flags):
             file = try fs.openFile(fh)

@@ -18,6 +18,8 @@ public final class OpenFileTable: Sendable {
         /// file's dirty pages through any writable handle of it, in page-sized pieces cut at the
         /// end of the file, which an O_DIRECT descriptor would refuse (EINVAL, the data lost).
         public let pageCacheFD: OwnedFD?
+        /// Whether `fd` was opened with O_DIRECT (its I/O goes to the device, not the page cache).
+        public let direct: Bool
 
         /// The descriptor for a WRITE: `pageCacheFD` for a page-cache write if there is one.
         public func descriptor(forPageCacheWrite pageCache: Bool) -> Int32 {
@@ -35,9 +37,9 @@ public final class OpenFileTable: Sendable {
     }
 
     /// Registers a descriptor (and its page-cache twin, if any) the table now owns; returns its `fh`.
-    public func insert(fd: Int32, nodeID: UInt64, pageCacheFD: Int32? = nil) -> UInt64 {
+    public func insert(fd: Int32, nodeID: UInt64, pageCacheFD: Int32? = nil, direct: Bool = false) -> UInt64 {
         let fh = UInt64(fd)
-        let file = OpenFile(fd: OwnedFD(fd), nodeID: nodeID, pageCacheFD: pageCacheFD.map(OwnedFD.init))
+        let file = OpenFile(fd: OwnedFD(fd), nodeID: nodeID, pageCacheFD: pageCacheFD.map(OwnedFD.init), direct: direct)
         shard(fh).withLock { $0[fh] = file }
         return fh
     }

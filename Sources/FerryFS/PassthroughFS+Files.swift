@@ -32,7 +32,7 @@ extension PassthroughFS {
                 try Host.reopen(file, flags: flags & HostFlags.oAccessMode)
             }
         }
-        return openFiles.insert(fd: file, nodeID: nodeID, pageCacheFD: twin)
+        return openFiles.insert(fd: file, nodeID: nodeID, pageCacheFD: twin, direct: flags & HostFlags.oDirect != 0)
     }
 
     func checkOpenAllowed(_ flags: Int32) throws(Errno) {

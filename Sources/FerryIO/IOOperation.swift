@@ -7,7 +7,8 @@ public enum IOOperation {
     /// pread(2): up to `buffer.count` bytes at `offset` into `buffer`.
     case read(fd: Int32, offset: Int64, buffer: UnsafeMutableRawBufferPointer)
     /// pwrite(2) of all of `data` at `offset` (short writes continue where they stopped).
-    case write(fd: Int32, offset: Int64, data: UnsafeRawBufferPointer)
+    /// `cached`: the descriptor writes through the page cache (not O_DIRECT).
+    case write(fd: Int32, offset: Int64, data: UnsafeRawBufferPointer, cached: Bool)
     /// fsync(2), or fdatasync(2) when `dataOnly`.
     case fsync(fd: Int32, dataOnly: Bool)
     /// fallocate(2) with any mode.

@@ -33,7 +33,9 @@ final class IORing {
         ring.deallocate()
     }
 
-    /// Signals `eventFD` whenever a completion is posted.
+    /// Signals `eventFD` whenever a completion is posted. (Not the _async registration: that
+    /// signals only completions of io_uring's worker threads, never an O_DIRECT completion run
+    /// as task work, and a thread sleeping elsewhere would not hear of it.)
     func registerEventFD(_ eventFD: Int32) throws(Errno) {
         let result = io_uring_register_eventfd(ring, eventFD)
         guard result == 0 else { throw Errno(rawValue: -result) }
@@ -46,7 +48,7 @@ final class IORing {
         switch operation {
         case let .read(fd, offset, buffer):
             io_uring_prep_read(sqe, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(offset))
-        case let .write(fd, offset, data):
+        case let .write(fd, offset, data, _):
             io_uring_prep_write(sqe, fd, data.baseAddress, UInt32(data.count), UInt64(offset))
         case let .fsync(fd, dataOnly):
             io_uring_prep_fsync(sqe, fd, dataOnly ? UInt32(IORING_FSYNC_DATASYNC) : 0)

@@ -36,7 +36,7 @@ public final class SyncIOEngine: IOEngine {
             switch operation {
             case let .read(fd, offset, buffer):
                 return Int32(try Host.pread(fd, into: buffer, offset: offset))
-            case let .write(fd, offset, data):
+            case let .write(fd, offset, data, _):
                 return Int32(try Host.pwrite(fd, data, offset: offset))
             case let .fsync(fd, dataOnly):
                 try Host.fsync(fd, dataOnly: dataOnly)

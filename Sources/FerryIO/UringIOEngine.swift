@@ -8,6 +8,12 @@ import Glibc
 ///
 /// Results match the sync engine's: a write that stops short continues from where it stopped
 /// (as the pwrite loop does), and EINTR or EAGAIN from the kernel resubmits the operation.
+///
+/// Writes through the page cache run with the plain syscall at submission instead: file
+/// systems such as ext4 cannot take a buffered write without possibly blocking, so io_uring
+/// would hand every one to a worker thread (a context switch each way, measured at 30-45% fewer
+/// 4 KiB writes per second than pwrite here). O_DIRECT writes, reads, fsync and fallocate go
+/// through the ring.
 public final class UringIOEngine: IOEngine {
     public var kind: IOEngineKind { .uring }
     public let depth: Int
@@ -19,6 +25,8 @@ public final class UringIOEngine: IOEngine {
     /// Per slot: the operation as it is now in the kernel, and the bytes a write already wrote.
     private var operations: [IOOperation?]
     private var written: [Int32]
+    /// Completions of operations that ran at submission (buffered writes).
+    private var finishedAtSubmission: [IOCompletion] = []
 
     public init(depth: Int) throws(Errno) {
         self.depth = depth
@@ -27,13 +35,18 @@ public final class UringIOEngine: IOEngine {
         try ring.registerEventFD(completions.fd.rawValue)
         operations = Array(repeating: nil, count: depth)
         written = Array(repeating: 0, count: depth)
+        finishedAtSubmission.reserveCapacity(depth)
     }
 
     public func submit(_ operation: IOOperation, slot: Int) {
         precondition(operations[slot] == nil, "slot \(slot) is already in flight")
+        inFlight += 1
+        if case .write(_, _, _, cached: true) = operation {
+            finishedAtSubmission.append(IOCompletion(slot: slot, result: SyncIOEngine.run(operation)))
+            return
+        }
         operations[slot] = operation
         written[slot] = 0
-        inFlight += 1
         enqueue(operation, slot: slot)
     }
 
@@ -58,8 +71,12 @@ public final class UringIOEngine: IOEngine {
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
         flush()
-        completions.drain()
-        var delivered = 0
+        var delivered = finishedAtSubmission.count
+        for completion in finishedAtSubmission {
+            inFlight -= 1
+            body(completion)
+        }
+        finishedAtSubmission.removeAll(keepingCapacity: true)
         while true {
             _ = ring.drain { tag, result in
                 if let done = finish(slot: Int(tag), result: result) {
@@ -80,9 +97,9 @@ public final class UringIOEngine: IOEngine {
             enqueue(operation, slot: slot)
             return nil
         }
-        if case let .write(fd, offset, data) = operation, result > 0, Int(result) < data.count {
+        if case let .write(fd, offset, data, cached) = operation, result > 0, Int(result) < data.count {
             let rest = IOOperation.write(fd: fd, offset: offset + Int64(result),
-                                         data: UnsafeRawBufferPointer(rebasing: data[Int(result)...]))
+                                         data: UnsafeRawBufferPointer(rebasing: data[Int(result)...]), cached: cached)
             written[slot] += result
             operations[slot] = rest
             enqueue(rest, slot: slot)

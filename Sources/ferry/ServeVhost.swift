@@ -29,6 +29,7 @@ extension Serve {
             (notifyWatcher != .auto, "--notify-watcher"),
             (readyFd != nil, "--ready-fd"),
             (threads != nil, "--threads (each virtqueue has its own thread)"),
+            (transport != .auto, "--transport (a VM's requests come through its virtqueues)"),
             (stats, "--stats (there are no change notifications to count)"),
             (list.noSuid || list.noDev || list.noExec || list.sync || list.dirSync,
              "-o nosuid/nodev/noexec/sync/dirsync (give them to the guest's mount)"),
@@ -46,7 +47,7 @@ extension Serve {
         if explain {
             print("ferry serve \(source) --socket-path \(socketPath) would run with:")
             print("  transport: vhost-user (virtio-fs), passthrough off (a VM's I/O comes through the virtqueues), change notifications off (no virtio-fs notification queue)")
-            print("  I/O engine: \(AutoConfiguration(self).ioEngine), cache \(cache.rawValue)\(readonly ? ", read-only" : "")")
+            print("  I/O engine: \((try AutoConfiguration(self)).ioEngine), cache \(cache.rawValue)\(readonly ? ", read-only" : "")")
             return
         }
         let root = geteuid() == 0
@@ -67,7 +68,7 @@ extension Serve {
         engineOptions.posixACLs = !noXattr
         engineOptions.passthrough = false       // the kernel that reads files is the guest's
         engineOptions.notifications = false     // nothing can carry them to a guest
-        engineOptions.ioEngine = AutoConfiguration(self).ioEngine
+        engineOptions.ioEngine = (try AutoConfiguration(self)).ioEngine
         engineOptions.ioDepth = ioDepth
         engineOptions.callerPIDsAreHostPIDs = false
         let source = self.source, inodeFileHandles = self.inodeFileHandles

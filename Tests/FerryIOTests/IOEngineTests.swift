@@ -49,8 +49,11 @@ final class IOEngineTests: XCTestCase {
             let fd = try open("rw-\(engine.kind)")
             defer { close(fd) }
             let data = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-            let written = data.withUnsafeBytes { run(engine, .write(fd: fd, offset: 100, data: $0)) }
+            // Through the ring (as for an O_DIRECT descriptor) and at submission (page cache).
+            let written = data.withUnsafeBytes { run(engine, .write(fd: fd, offset: 100, data: $0, cached: false)) }
             XCTAssertEqual(written, 10_000, "\(engine.kind)")
+            let rewritten = data.withUnsafeBytes { run(engine, .write(fd: fd, offset: 100, data: $0, cached: true)) }
+            XCTAssertEqual(rewritten, 10_000, "\(engine.kind)")
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 20_000, alignment: 4096)
             defer { buffer.deallocate() }
             // A read past the end returns what there is, as pread does.
@@ -69,7 +72,10 @@ final class IOEngineTests: XCTestCase {
             let fd = try open("ro-\(engine.kind)", O_RDONLY)
             defer { close(fd) }
             let byte: [UInt8] = [1]
-            XCTAssertEqual(byte.withUnsafeBytes { run(engine, .write(fd: fd, offset: 0, data: $0)) }, -EBADF, "\(engine.kind)")
+            for cached in [false, true] {
+                XCTAssertEqual(byte.withUnsafeBytes { run(engine, .write(fd: fd, offset: 0, data: $0, cached: cached)) },
+                               -EBADF, "\(engine.kind) cached=\(cached)")
+            }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
             defer { buffer.deallocate() }
             XCTAssertEqual(run(engine, .read(fd: 9_999, offset: 0, buffer: buffer)), -EBADF, "\(engine.kind)")
@@ -133,7 +139,9 @@ final class IOEngineTests: XCTestCase {
                 for slot in 0..<depth {
                     let offset = Int64(slot) * 16_384 + Int64(generator.next() % 4096)
                     if round % 2 == 0 {
-                        blocks[slot].withUnsafeBytes { engine.submit(.write(fd: fd, offset: offset, data: $0), slot: slot) }
+                        blocks[slot].withUnsafeBytes {
+                            engine.submit(.write(fd: fd, offset: offset, data: $0, cached: slot % 2 == 0), slot: slot)
+                        }
                     } else {
                         engine.submit(.read(fd: fd, offset: offset, buffer: readBuffers[slot]), slot: slot)
                     }
