@@ -1,5 +1,13 @@
 // liburing from Debian's liburing-dev: its static inline helpers (io_uring_get_sqe,
 // io_uring_prep_read, ...) are callable from Swift as they are.
+// Glibc's feature macros are settled by the first header: include the system headers here
+// before liburing.h, whose own `#define _XOPEN_SOURCE 500` would otherwise lay fd_set out with
+// `fds_bits` where every other C module of Ferry (CFerrySys) has `__fds_bits`, and Clang
+// refuses the two definitions once both modules meet in one Swift module (on a clean build).
+#include <sys/types.h>
+#include <sys/select.h>
+#include <signal.h>
+#include <sched.h>
 #include <liburing.h>
 #include <string.h>
 #include <poll.h>
