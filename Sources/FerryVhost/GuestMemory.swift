@@ -54,19 +54,20 @@ public final class GuestMemory: @unchecked Sendable {
     /// Ferry's pointer to guest physical `[address, address + length)`, if it lies inside one
     /// region.
     public func guest(_ address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
-        for mapped in regions {
-            if let offset = MemoryRegion.offset(of: address, length: length, start: mapped.region.guestAddress,
-                                                size: mapped.region.size) {
-                return mapped.host + Int(offset)
-            }
-        }
-        return nil
+        pointer(address, length: length, guestPhysical: true)
     }
 
     /// Ferry's pointer to the front-end's virtual `[address, address + length)` (ring addresses).
     public func user(_ address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        pointer(address, length: length, guestPhysical: false)
+    }
+
+    /// The mapping of `[address, address + length)`, a guest physical or a front-end virtual
+    /// range, if one region holds all of it.
+    private func pointer(_ address: UInt64, length: UInt64, guestPhysical: Bool) -> UnsafeMutableRawPointer? {
         for mapped in regions {
-            if let offset = MemoryRegion.offset(of: address, length: length, start: mapped.region.userAddress,
+            let start = guestPhysical ? mapped.region.guestAddress : mapped.region.userAddress
+            if let offset = MemoryRegion.offset(of: address, length: length, start: start,
                                                 size: mapped.region.size) {
                 return mapped.host + Int(offset)
             }

@@ -223,12 +223,7 @@ struct Serve: ParsableCommand {
             }
             throw StartupError("cannot open source \(source): \(error)")
         }
-        var engineOptions = EngineOptions()
-        engineOptions.cache = cache
-        engineOptions.writebackCache = writeback
-        engineOptions.posixLocks = !noPosixLocks
-        engineOptions.flockLocks = !noFlock
-        engineOptions.posixACLs = !noXattr
+        var engineOptions = sharedEngineOptions()
         let chosen = try AutoConfiguration(self)
         logger.info("configuration: \(chosen.summary)")
         engineOptions.passthrough = chosen.passthrough
@@ -277,6 +272,17 @@ struct Serve: ParsableCommand {
         notifier?.stop()
         if stats { report.print() }
         logger.info("unmounted; exiting")
+    }
+
+    /// The engine settings that mean the same for every transport: caching, locks, ACLs.
+    func sharedEngineOptions() -> EngineOptions {
+        var options = EngineOptions()
+        options.cache = cache
+        options.writebackCache = writeback
+        options.posixLocks = !noPosixLocks
+        options.flockLocks = !noFlock
+        options.posixACLs = !noXattr
+        return options
     }
 
     /// `--explain`: the decisions, one per line, and the settings given.

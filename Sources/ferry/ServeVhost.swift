@@ -60,12 +60,7 @@ extension Serve {
         fsOptions.inodeFileHandles = inodeFileHandles
         fsOptions.writebackCache = writeback
         fsOptions.indexHandles = false
-        var engineOptions = EngineOptions()
-        engineOptions.cache = cache
-        engineOptions.writebackCache = writeback
-        engineOptions.posixLocks = !noPosixLocks
-        engineOptions.flockLocks = !noFlock
-        engineOptions.posixACLs = !noXattr
+        var engineOptions = sharedEngineOptions()
         engineOptions.passthrough = false       // the kernel that reads files is the guest's
         engineOptions.notifications = false     // nothing can carry them to a guest
         engineOptions.ioEngine = (try AutoConfiguration(self)).ioEngine
