@@ -56,8 +56,10 @@ public final class Worker {
     /// A descriptor that is readable when data requests completed (nil: they complete at once).
     public var completionFD: Int32? { data.io.completionFD }
 
-    /// Starts the data requests queued on the I/O engine (before the thread sleeps).
-    public func startQueuedData() { data.io.flush() }
+    /// Before the thread sleeps: starts the data requests queued on the I/O engine and makes
+    /// their completions signal `completionFD`. False when replies of completed data requests
+    /// are waiting (`FUSEEngine.completeData` instead of sleeping).
+    public func prepareToSleep() -> Bool { data.io.prepareToSleep() }
 
     /// Encodes and writes `notification` on this worker's channel; returns 0 or the errno.
     func sendNotification(_ notification: FUSENotification) -> Int32 {

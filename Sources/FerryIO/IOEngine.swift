@@ -25,6 +25,12 @@ public protocol IOEngine: AnyObject {
     func submit(_ operation: IOOperation, slot: Int)
     /// Starts every queued operation (one io_uring_enter for the whole batch).
     func flush()
+    /// Before the owning thread sleeps on its request source and `completionFD`: starts every
+    /// queued operation and makes the next completion signal `completionFD`. Returns false when
+    /// completions are already waiting (reap them instead of sleeping). Between this call and
+    /// the next `reap`, completions signal; otherwise they need not (an operation that completes
+    /// while the thread is busy anyway costs no wake-up).
+    func prepareToSleep() -> Bool
     /// Hands every completion that is ready to `body`; with `wait`, first waits until at least
     /// one is ready (if anything is in flight). Returns how many were handed over.
     @discardableResult

@@ -41,6 +41,17 @@ final class IORing {
         guard result == 0 else { throw Errno(rawValue: -result) }
     }
 
+    /// Turns the registered eventfd's signal on or off (a flag in the shared completion ring, no
+    /// system call). Returns false where the kernel has no such flag (before Linux 5.8): the
+    /// eventfd then signals every completion.
+    @discardableResult
+    func signalCompletions(_ enabled: Bool) -> Bool {
+        io_uring_cq_eventfd_toggle(ring, enabled) == 0
+    }
+
+    /// Whether completions are waiting to be drained.
+    var hasCompletions: Bool { io_uring_cq_ready(ring) > 0 }
+
     /// Fills the next free submission entry with `operation`, tagged `tag`; false if the
     /// submission queue is full (flush first).
     func prepare(_ operation: IOOperation, tag: UInt64) -> Bool {

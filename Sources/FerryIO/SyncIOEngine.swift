@@ -22,6 +22,8 @@ public final class SyncIOEngine: IOEngine {
 
     public func flush() {}
 
+    public func prepareToSleep() -> Bool { ready.isEmpty }
+
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
         let count = ready.count

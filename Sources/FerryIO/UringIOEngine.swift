@@ -1,10 +1,14 @@
 import FerrySystem
 import Glibc
+import Synchronization
 
 /// The io_uring engine: operations are prepared as submission entries and handed to the
 /// kernel in batches (`flush`: one io_uring_enter for all of them); the kernel runs them
 /// asynchronously and posts completions, which also signal an eventfd so the owning thread can
-/// sleep on its request source and its completions at once (no polling when idle).
+/// sleep on its request source and its completions at once (no polling when idle). The eventfd
+/// signals only while the thread is about to sleep (`prepareToSleep` until the next `reap`): a
+/// read that completes inside io_uring_enter, the common case for the page cache, then costs no
+/// eventfd write, no extra epoll wake-up and no eventfd read.
 ///
 /// Results match the sync engine's: a write that stops short continues from where it stopped
 /// (as the pwrite loop does), and EINTR or EAGAIN from the kernel resubmits the operation.
@@ -33,6 +37,7 @@ public final class UringIOEngine: IOEngine {
         ring = try IORing(entries: depth)
         completions = try EventCounter()
         try ring.registerEventFD(completions.fd.rawValue)
+        ring.signalCompletions(false)
         operations = Array(repeating: nil, count: depth)
         written = Array(repeating: 0, count: depth)
         finishedAtSubmission.reserveCapacity(depth)
@@ -68,8 +73,20 @@ public final class UringIOEngine: IOEngine {
         }
     }
 
+    public func prepareToSleep() -> Bool {
+        flush()
+        guard finishedAtSubmission.isEmpty else { return false }
+        guard inFlight > 0 else { return true }
+        ring.signalCompletions(true)
+        // The flag store must be visible before the completion ring is read; the kernel orders
+        // its side (completion posted, then the flag read) with a full barrier as well.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return !ring.hasCompletions
+    }
+
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
+        ring.signalCompletions(false)
         flush()
         var delivered = finishedAtSubmission.count
         for completion in finishedAtSubmission {

@@ -73,7 +73,7 @@ public final class DevFuseServer: Sendable {
         WakeSignal.install(WakeSignal.reader)
         for (index, fd) in descriptors.enumerated() {
             let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
-                self.serve(fd: fd)
+                self.serve(fd: fd, otherReaders: threads > 1)
             }
             readers.withLock { $0.append(thread) }
         }
@@ -161,7 +161,9 @@ public final class DevFuseServer: Sendable {
         }
     }
 
-    private func serve(fd: Int32) {
+    /// One reader thread's loop. `otherReaders`: other threads read requests from the same
+    /// connection, so this one may wait for its own data requests instead of for new requests.
+    private func serve(fd: Int32, otherReaders: Bool) {
         let wait: RequestWait
         do {
             try Host.setNonBlocking(fd)
@@ -186,17 +188,25 @@ public final class DevFuseServer: Sendable {
             engine.drainData(worker, send: send)   // the kernel may still write into their buffers
             engine.retire(worker)
         }
+        var awaitData = false
         while true {
-            // Replies of data requests the I/O engine finished; with every slot in flight, wait for one.
-            guard engine.completeData(worker, wait: !worker.canTakeRequest, send: send) else { return }
+            // Replies of data requests the I/O engine finished; with every slot in flight, or
+            // when there was no request to read, wait for one.
+            guard engine.completeData(worker, wait: awaitData || !worker.canTakeRequest, send: send) else { return }
+            awaitData = false
             guard worker.canTakeRequest else { continue }
             let buffer = worker.requestBuffer
             engine.waitingForRequest(worker)
             // A request is often already queued: read first, sleep only when there is none.
             var result = DevFuseDevice.read(fd, into: buffer)
             if case .retry = result {
-                worker.startQueuedData()
-                if let woken = wait.wait(), woken.requestReady {
+                if otherReaders && worker.dataInFlight > 0 {
+                    // No request, but data in flight: wait for its completion in the I/O engine
+                    // (as the sync engine's thread would, in its syscall) while the other readers
+                    // take new requests. An epoll wake-up, an eventfd read and task work that
+                    // interrupts epoll are saved for each completion.
+                    awaitData = true
+                } else if worker.prepareToSleep(), let woken = wait.wait(), woken.requestReady {
                     result = DevFuseDevice.read(fd, into: buffer)   // .retry if another reader took it
                 }
             }

@@ -192,7 +192,7 @@ final class FUSERingQueue: @unchecked Sendable {
         while true {
             engine.waitingForRequest(worker)
             if batch.isEmpty {
-                worker.startQueuedData()
+                while !worker.prepareToSleep() { _ = engine.completeData(worker, send: commitData) }
                 let rc = ring.submitAndWait()
                 if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
                     logger.error("ring queue \(qid): io_uring_enter failed: \(Errno(rawValue: -rc))")

@@ -209,8 +209,7 @@ final class QueueRunner: @unchecked Sendable {
                 _ = engine.completeData(worker, wait: true, send: send)
                 continue
             }
-            worker.startQueuedData()
-            if worker.dataInFlight > 0 && worker.completionFD == nil { continue }   // sync engine: done already
+            if !worker.prepareToSleep() { continue }   // replies are ready (at once with the sync engine)
             if !broken && queue.armNotification() { continue }
             let ready = Host.waitReadable(waitFDs, timeoutMilliseconds: -1)
             if ready[1] { break serving }

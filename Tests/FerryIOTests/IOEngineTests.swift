@@ -166,16 +166,35 @@ final class IOEngineTests: XCTestCase {
         XCTAssertEqual(contents[0], contents[1])
     }
 
-    func testCompletionsSignalTheEventFD() throws {
+    /// A thread about to sleep (`prepareToSleep`) hears of the next completion through the
+    /// eventfd; a busy thread's completions (reaped before it sleeps) cost no signal.
+    func testCompletionsSignalTheEventFDOnlyBeforeSleep() throws {
         let engine = try UringIOEngine(depth: 2)
         guard let eventFD = engine.completionFD else { return XCTFail("the io_uring engine has no completion descriptor") }
+        var ends: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&ends), 0)
+        defer { close(ends[0]); close(ends[1]) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+        defer { buffer.deallocate() }
+        XCTAssertTrue(engine.prepareToSleep(), "nothing in flight: nothing to reap")
+
+        // Before sleep: a read of an empty pipe is in flight, the eventfd stays quiet until the
+        // pipe gets data, then signals.
+        engine.submit(.read(fd: ends[0], offset: 0, buffer: buffer), slot: 0)
+        XCTAssertTrue(engine.prepareToSleep(), "the pipe is empty: the read cannot have completed")
         XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 0), [false])
-        let fd = try open("event")
-        defer { close(fd) }
-        engine.submit(.fsync(fd: fd, dataOnly: false), slot: 1)
-        engine.flush()
+        XCTAssertEqual(write(ends[1], "a", 1), 1)
         XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 5_000), [true])
-        XCTAssertEqual(engine.reap(wait: false) { XCTAssertEqual($0.slot, 1) }, 1)
+        XCTAssertFalse(engine.prepareToSleep(), "a completion is waiting")
+        XCTAssertEqual(engine.reap(wait: false) { XCTAssertEqual($0.slot, 0); XCTAssertEqual($0.result, 1) }, 1)
+        EventCounter.drain(eventFD)
+
+        // Busy: the completion is reaped without the thread having slept; no signal.
+        engine.submit(.read(fd: ends[0], offset: 0, buffer: buffer), slot: 1)
+        engine.flush()
+        XCTAssertEqual(write(ends[1], "b", 1), 1)
+        XCTAssertEqual(engine.reap(wait: true) { XCTAssertEqual($0.slot, 1); XCTAssertEqual($0.result, 1) }, 1)
+        XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 0), [false])
     }
 }
 
