@@ -9,9 +9,10 @@ import Glibc
 /// RLIMIT_NOFILE (`capacity(forDescriptorLimit:)`), so hot directories and files just looked
 /// up are reached without a syscall.
 ///
-/// Direct-mapped: each node id has one slot (a hash of the id), and a new descriptor replaces
-/// whatever held that slot. 64 shards, each behind its own lock. Descriptors are `OwnedFD`
-/// objects: one taken out stays open while the request uses it, even if it is evicted meanwhile.
+/// Two-way set associative: each node id has a pair of slots (by a hash of the id); a new
+/// descriptor takes a free slot of its pair, else replaces the one of the two used less recently.
+/// 64 shards, each behind its own lock. Descriptors are `OwnedFD` objects: one taken out stays
+/// open while the request uses it, even if it is evicted meanwhile.
 ///
 /// A node id always names the same host file (ids counted out are never reused in a run;
 /// derived ids come from the file's own handle), so a slot can only be stale in one way: the
@@ -21,6 +22,8 @@ final class PathDescriptorCache: Sendable {
     private struct Slot {
         var nodeID: UInt64 = 0
         var fd: OwnedFD? = nil
+        /// Used more recently than the other slot of its pair.
+        var recent = false
     }
 
     private static let shardCount = 64
@@ -29,46 +32,58 @@ final class PathDescriptorCache: Sendable {
     /// Descriptors kept at most.
     let capacity: Int
 
-    /// Room for `capacity` descriptors (rounded down to a multiple of 64; 0 keeps none).
+    /// Room for `capacity` descriptors (rounded down to a multiple of 128; 0 keeps none).
     init(capacity: Int) {
-        slotsPerShard = max(0, capacity) / PathDescriptorCache.shardCount
+        slotsPerShard = max(0, capacity) / (2 * PathDescriptorCache.shardCount) * 2
         self.capacity = slotsPerShard * PathDescriptorCache.shardCount
         let perShard = slotsPerShard
         shards = (0..<PathDescriptorCache.shardCount).map { _ in Locked([Slot](repeating: Slot(), count: perShard)) }
     }
 
-    /// The share of the descriptor limit the cache may use: a sixteenth, at most 4,096
-    /// (64 under the common 1,024; 1,216 under this machine's 20,000).
+    /// The share of the descriptor limit the cache may use: a sixteenth, at most 16,384 (64
+    /// under the common 1,024; 16,384 under the 1,048,576 Ferry raises itself to as root). Each
+    /// kept descriptor holds the host inode in memory (about a kilobyte of kernel memory).
     static func capacity(forDescriptorLimit limit: Int) -> Int {
-        min(4096, limit / 16)
+        min(16384, limit / 16)
     }
 
     /// The cache for this process's RLIMIT_NOFILE.
     static func forThisProcess() -> PathDescriptorCache {
-        var limit = rlimit()
-        let soft = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(clamping: limit.rlim_cur) : 1024
-        return PathDescriptorCache(capacity: capacity(forDescriptorLimit: soft))
+        PathDescriptorCache(capacity: capacity(forDescriptorLimit: DescriptorLimit.current))
     }
 
-    private func place(_ nodeID: UInt64) -> (shard: Int, slot: Int) {
+    /// The shard and the first slot of the pair that may hold `nodeID`.
+    func place(_ nodeID: UInt64) -> (shard: Int, pair: Int) {
         let mixed = nodeID &* 0x9E37_79B9_7F4A_7C15
-        return (Int(mixed >> 58), Int((mixed >> 20) % UInt64(slotsPerShard)))
+        return (Int(mixed >> 58), Int((mixed >> 20) % UInt64(slotsPerShard / 2)) * 2)
     }
 
     /// The kept descriptor of `nodeID`, if any.
     func descriptor(of nodeID: UInt64) -> OwnedFD? {
         guard slotsPerShard > 0 else { return nil }
-        let (shard, slot) = place(nodeID)
-        return shards[shard].withLock { slots in slots[slot].nodeID == nodeID ? slots[slot].fd : nil }
+        let (shard, pair) = place(nodeID)
+        return shards[shard].withLock { slots in
+            for slot in pair...pair + 1 where slots[slot].nodeID == nodeID && slots[slot].fd != nil {
+                slots[slot].recent = true
+                slots[slot ^ 1].recent = false
+                return slots[slot].fd
+            }
+            return nil
+        }
     }
 
-    /// Keeps `fd` (an O_PATH descriptor of `nodeID`'s file), evicting the slot's previous one.
+    /// Keeps `fd` (an O_PATH descriptor of `nodeID`'s file): in place of `nodeID`'s previous
+    /// one, else in a free slot of its pair, else in place of the pair's less recently used.
     func store(_ fd: OwnedFD, for nodeID: UInt64) {
         guard slotsPerShard > 0 else { return }
-        let (shard, slot) = place(nodeID)
+        let (shard, pair) = place(nodeID)
         let evicted = shards[shard].withLock { slots -> OwnedFD? in
+            let slot = (pair...pair + 1).first { slots[$0].nodeID == nodeID && slots[$0].fd != nil }
+                ?? (pair...pair + 1).first { slots[$0].fd == nil }
+                ?? (slots[pair].recent ? pair + 1 : pair)
             let old = slots[slot].fd
-            slots[slot] = Slot(nodeID: nodeID, fd: fd)
+            slots[slot] = Slot(nodeID: nodeID, fd: fd, recent: true)
+            slots[slot ^ 1].recent = false
             return old
         }
         _ = evicted   // closed outside the lock (unless a request still uses it)
@@ -78,9 +93,10 @@ final class PathDescriptorCache: Sendable {
     /// `only`, only if the slot still holds that very descriptor.
     func remove(_ nodeID: UInt64, only: OwnedFD? = nil) {
         guard slotsPerShard > 0 else { return }
-        let (shard, slot) = place(nodeID)
+        let (shard, pair) = place(nodeID)
         let evicted = shards[shard].withLock { slots -> OwnedFD? in
-            guard slots[slot].nodeID == nodeID, only == nil || slots[slot].fd === only else { return nil }
+            guard let slot = (pair...pair + 1).first(where: { slots[$0].nodeID == nodeID && slots[$0].fd != nil }),
+                  only == nil || slots[slot].fd === only else { return nil }
             let old = slots[slot].fd
             slots[slot] = Slot()
             return old

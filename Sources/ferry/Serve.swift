@@ -208,6 +208,7 @@ struct Serve: ParsableCommand {
         let wantNotify = notify ?? (cache != .never)
         fsOptions.indexHandles = wantNotify
         fsOptions.hostMount = access.privateMount
+        raiseDescriptorLimit(logger: logger)
         let fs: PassthroughFS
         do {
             fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
@@ -275,6 +276,12 @@ struct Serve: ParsableCommand {
     }
 
     /// The engine settings that mean the same for every transport: caching, locks, ACLs.
+    /// Raises RLIMIT_NOFILE before anything sizes itself by it (the kept-descriptor cache).
+    func raiseDescriptorLimit(logger: Logger) {
+        let (before, after) = DescriptorLimit.raise()
+        if after != before { logger.info("descriptor limit raised from \(before) to \(after)") }
+    }
+
     func sharedEngineOptions() -> EngineOptions {
         var options = EngineOptions()
         options.cache = cache

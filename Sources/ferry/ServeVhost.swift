@@ -66,6 +66,7 @@ extension Serve {
         engineOptions.ioEngine = (try AutoConfiguration(self)).ioEngine
         engineOptions.ioDepth = ioDepth
         engineOptions.callerPIDsAreHostPIDs = false
+        raiseDescriptorLimit(logger: logger)
         let source = self.source, inodeFileHandles = self.inodeFileHandles
         let makeEngine = { () throws -> FUSEEngine in
             let fs: PassthroughFS

@@ -10,8 +10,8 @@ final class PathDescriptorCacheTests: XCTestCase {
     private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
 
     func testKeepsFindsEvictsAndRemoves() {
-        let cache = PathDescriptorCache(capacity: 64)   // one slot per shard
-        XCTAssertEqual(cache.capacity, 64)
+        let cache = PathDescriptorCache(capacity: 128)   // one pair of slots per shard
+        XCTAssertEqual(cache.capacity, 128)
         XCTAssertNil(cache.descriptor(of: 5))
         var first: OwnedFD? = pathFD()
         let firstNumber = first!.rawValue
@@ -19,27 +19,36 @@ final class PathDescriptorCacheTests: XCTestCase {
         XCTAssertTrue(cache.descriptor(of: 5) === first)
         first = nil
         XCTAssertTrue(isOpen(firstNumber), "kept by the cache")
-        // Another node landing on the same slot evicts (and closes) it.
-        let rival = (6..<100_000).first { id in
-            let probe = PathDescriptorCache(capacity: 64)
-            probe.store(pathFD(), for: 5)
-            probe.store(pathFD(), for: UInt64(id))
-            return probe.descriptor(of: 5) == nil
-        }!
+        // Nodes whose pair of slots is node 5's.
+        let rivals = Array((6..<UInt64(1_000_000)).lazy.filter { cache.place($0) == cache.place(5) }.prefix(3))
+        XCTAssertEqual(rivals.count, 3)
+        // The first rival takes the free slot of the pair; both stay.
         let second = pathFD()
-        cache.store(second, for: UInt64(rival))
+        cache.store(second, for: rivals[0])
+        XCTAssertTrue(cache.descriptor(of: 5)?.rawValue == firstNumber, "5 is now the more recently used")
+        XCTAssertTrue(cache.descriptor(of: rivals[0]) === second)
+        _ = cache.descriptor(of: 5)
+        // The next rival replaces the less recently used of the two (rivals[0]), which is closed.
+        let third = pathFD()
+        cache.store(third, for: rivals[1])
+        XCTAssertNil(cache.descriptor(of: rivals[0]))
+        XCTAssertNotNil(cache.descriptor(of: 5))
+        XCTAssertTrue(cache.descriptor(of: rivals[1]) === third)
+        // Now 5 is the less recently used: the last rival evicts it.
+        cache.store(pathFD(), for: rivals[2])
         XCTAssertNil(cache.descriptor(of: 5))
         XCTAssertFalse(isOpen(firstNumber), "evicted and closed")
         // Removing only a given descriptor leaves a newer one alone.
-        cache.remove(UInt64(rival), only: pathFD())
-        XCTAssertTrue(cache.descriptor(of: UInt64(rival)) === second)
-        cache.remove(UInt64(rival), only: second)
-        XCTAssertNil(cache.descriptor(of: UInt64(rival)))
+        cache.remove(rivals[1], only: pathFD())
+        XCTAssertTrue(cache.descriptor(of: rivals[1]) === third)
+        cache.remove(rivals[1], only: third)
+        XCTAssertNil(cache.descriptor(of: rivals[1]))
+        cache.remove(rivals[2])
         XCTAssertEqual(cache.count, 0)
     }
 
     func testADescriptorInUseOutlivesItsEviction() {
-        let cache = PathDescriptorCache(capacity: 64)
+        let cache = PathDescriptorCache(capacity: 128)
         cache.store(pathFD(), for: 9)
         let inUse = cache.descriptor(of: 9)!
         cache.remove(9)
@@ -48,10 +57,11 @@ final class PathDescriptorCacheTests: XCTestCase {
 
     func testStaysWithinItsShareOfTheDescriptorLimit() {
         XCTAssertEqual(PathDescriptorCache.capacity(forDescriptorLimit: 1024), 64)
-        XCTAssertEqual(PathDescriptorCache.capacity(forDescriptorLimit: 1_048_576), 4096)
-        let cache = PathDescriptorCache(capacity: 128)
+        XCTAssertEqual(PathDescriptorCache.capacity(forDescriptorLimit: 1_048_576), 16384)
+        let cache = PathDescriptorCache(capacity: 256)
         for id in 0..<UInt64(10_000) { cache.store(pathFD(), for: id) }
-        XCTAssertLessThanOrEqual(cache.count, 128)
+        XCTAssertLessThanOrEqual(cache.count, 256)
+        XCTAssertGreaterThan(cache.count, 200, "two ways per set fill most slots")
         XCTAssertEqual(PathDescriptorCache(capacity: 0).capacity, 0)
         let none = PathDescriptorCache(capacity: 0)
         none.store(pathFD(), for: 1)
