@@ -58,12 +58,21 @@ let package = Package(
             "CFerryVhost", "FerryEngine", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Fuzz targets: every parser of untrusted input as a function of bytes (README, "Fuzzing").
+        .target(name: "FerryFuzz", dependencies: [
+            "FerryEngine", "FerryFS", "FerryProtocol", "FerrySystem", "FerryVhost",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // libFuzzer entry point (built with -sanitize=fuzzer -DFUZZING), else a replay tool.
+        .executableTarget(name: "ferry-fuzz", dependencies: ["FerryFuzz"]),
         .executableTarget(name: "ferry", dependencies: [
             "FerryTransport", "FerryVhost", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        // The committed fuzz corpora and crash inputs replayed through every fuzz target.
+        .testTarget(name: "FerryFuzzTests", dependencies: ["FerryFuzz"], exclude: ["corpus", "make-seeds.py"]),
         // Both I/O engines on real files: io_uring held to the sync engine's results.
         .testTarget(name: "FerryIOTests", dependencies: ["FerryIO", "FerrySystem"]),
         // The change ring and invalidation batching, without a mount.

@@ -1,0 +1,35 @@
+import FerryFuzz
+import Foundation
+import XCTest
+
+/// Every committed fuzz input (seeds, and each crash a fuzzer found, kept as a regression input)
+/// runs through its target without instrumentation: a crash fails the suite. The fuzzers
+/// themselves run in .ci/run for a bounded time (README, "Fuzzing").
+final class CorpusReplayTests: XCTestCase {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("corpus")
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: FuzzTarget.fuseScratchDirectory)
+    }
+
+    func testEveryTargetHasACorpusAndRunsIt() throws {
+        for target in FuzzTarget.allCases {
+            let directory = Self.corpus.appendingPathComponent(target.rawValue)
+            let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+            XCTAssertFalse(files.isEmpty, "no corpus for \(target.rawValue) in \(directory.path)")
+            for name in files {
+                let bytes = try Data(contentsOf: directory.appendingPathComponent(name))
+                bytes.withUnsafeBytes { target.run($0) }
+            }
+        }
+    }
+
+    /// The FUSE target really serves: a CREATE then WRITE then READ sequence leaves the file
+    /// with its bytes in the scratch directory (else the fuzzer would explore nothing).
+    func testTheFUSETargetServesRequests() throws {
+        let seed = try Data(contentsOf: Self.corpus.appendingPathComponent("fuse-requests/seed-create-write-read"))
+        seed.withUnsafeBytes { FuzzTarget.fuseRequests.run($0) }
+        let written = try String(contentsOfFile: FuzzTarget.fuseScratchDirectory + "/f", encoding: .utf8)
+        XCTAssertTrue(written.hasPrefix("hello world"), "scratch file holds \(written.debugDescription)")
+    }
+}
