@@ -1,0 +1,156 @@
+import FerryFS
+import FerryProtocol
+import FerrySystem
+import Glibc
+import Synchronization
+
+/// Every id that crosses the request path, in one place (protocol/id-translation.md):
+///
+/// - in: the caller's uid, gid and supplementary groups (`becomeCaller`), SETATTR's new owner
+///   (`hostChanges`), the owners inside a POSIX ACL being written (`hostXattrValue`): guest ->
+///   host, a `forbid-guest` id refused with EPERM;
+/// - out: attributes in entry, attr and readdirplus replies (`guestAttributes`), STATX
+///   (`guestStatx`), the owners inside a POSIX ACL being read (`guestXattrValue`): host -> guest;
+/// - idmapped mounts (FUSE_ALLOW_IDMAP): requests without a caller (FUSE_INVALID_UIDGID) run
+///   with Ferry's own rights after the kernel's check, and new inodes get the mapped owner the
+///   kernel sent (`givingOwner`).
+extension FUSEEngine {
+    /// Applies the caller's fsuid, fsgid and supplementary groups to this thread, translated to
+    /// host ids; throws EPERM when a `forbid-guest` rule refuses the caller's uid or gid.
+    ///
+    /// RELEASE and RELEASEDIR carry no caller (the kernel sends them with uid, gid and pid 0)
+    /// and only close descriptors, drop locks and backing ids, which no identity affects: the
+    /// thread keeps the one it has, instead of switching to root and back to the next caller
+    /// (two setgroups and four setfsuid/setfsgid per file a user opens and closes).
+    func becomeCaller(_ header: InHeader, _ worker: Worker) throws(Errno) {
+        if header.opcode == Opcode.release.rawValue || header.opcode == Opcode.releasedir.rawValue { return }
+        if header.uid == IDRule.noID || header.gid == IDRule.noID {
+            // FUSE_INVALID_UIDGID: with idmapped mounts agreed, the kernel names the caller only
+            // in requests that create inodes; it has checked this one (default_permissions).
+            guard idmappedMounts else {
+                refuse(header, "carries no caller (uid \(header.uid), gid \(header.gid)) but idmapped mounts were not agreed")
+                throw Errno.permission
+            }
+            if switchCredentials { worker.credentials.becomeRoot() }
+            return
+        }
+        let ids = options.ids
+        guard let uid = ids.uids.toHost(header.uid), let gid = ids.gids.toHost(header.gid) else {
+            refuse(header, "uid \(header.uid) gid \(header.gid) is refused by a forbid-guest rule")
+            throw Errno.permission
+        }
+        guard switchCredentials else { return }
+        if idmappedMounts && Self.createsInode(header.opcode) {
+            // The owner the kernel sent may belong to no one on the host (an idmapped mount's
+            // ids): create with Ferry's rights, then hand the inode over (`givingOwner`).
+            worker.credentials.becomeRoot()
+            return
+        }
+        var groups: [UInt32] = []
+        if header.uid != 0, header.pid != 0, options.callerPIDsAreHostPIDs {
+            // A group a forbid-guest rule refuses is left out: it could only have added rights.
+            groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
+                .compactMap { ids.gids.toHost($0) }
+        }
+        worker.credentials.become(uid: uid, gid: gid, groups: groups)
+    }
+
+    /// Whether FUSE_ALLOW_IDMAP was agreed at INIT.
+    var idmappedMounts: Bool {
+        InitFlags(rawValue: agreedFlags.load(ordering: .acquiring)).contains(.allowIdmap)
+    }
+
+    /// The opcodes for which an idmapped mount's kernel sends the caller's mapped ids.
+    static func createsInode(_ opcode: UInt32) -> Bool {
+        switch Opcode(rawValue: opcode) {
+        case .mknod?, .mkdir?, .symlink?, .create?, .tmpfile?: return true
+        default: return false
+        }
+    }
+
+    /// Under idmapped mounts, gives a new inode the owner the request header names (translated
+    /// to host ids), as creating as that caller would have: the group is left to the host when
+    /// the parent directory is set-group-id. Returns the entry with its new attributes.
+    func givingOwner(_ entry: Entry, _ header: InHeader, parent: UInt64, ctx: ThreadCredentials) throws(Errno) -> Entry {
+        guard idmappedMounts, switchCredentials, Self.createsInode(header.opcode),
+              let uid = options.ids.uids.toHost(header.uid), let gid = options.ids.gids.toHost(header.gid) else {
+            return entry
+        }
+        do {
+            var changes = AttributeChanges()
+            if uid != entry.stat.stx_uid { changes.uid = uid }
+            let parentMode = try fs.getattr(ctx, nodeID: parent, fh: nil).stx_mode
+            if UInt32(parentMode) & UInt32(S_ISGID) == 0 && gid != entry.stat.stx_gid { changes.gid = gid }
+            if changes.uid == nil && changes.gid == nil { return entry }
+            return entry.with(stat: try fs.setattr(ctx, nodeID: entry.nodeID, changes: changes))
+        } catch {
+            logger.error("#\(header.unique): cannot give the new node \(entry.nodeID) owner \(uid):\(gid): \(error)")
+            fs.forget(entry.nodeID, count: 1)   // the kernel never learns of it
+            throw error
+        }
+    }
+
+    /// Logs a refused caller: the first refusal of each uid at warning level, later ones at
+    /// debug (a guest must not be able to flood the log).
+    private func refuse(_ header: InHeader, _ why: String) {
+        let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
+        let first = refusedCallers.withLock { seen in
+            guard seen.count < 256 else { return false }
+            return seen.insert(header.uid).inserted
+        }
+        let line = "#\(header.unique) \(name): caller \(why); answering EPERM"
+        if first { logger.warning("\(line)") } else { logger.debug("\(line)") }
+    }
+
+    /// SETATTR's new owner, guest -> host; EPERM when refused.
+    func hostChanges(_ changes: AttributeChanges) throws(Errno) -> AttributeChanges {
+        var out = changes
+        if let uid = changes.uid {
+            guard let mapped = options.ids.uids.toHost(uid) else {
+                logger.warning("SETATTR to uid \(uid), which a forbid-guest rule refuses; answering EPERM")
+                throw Errno.permission
+            }
+            out.uid = mapped
+        }
+        if let gid = changes.gid {
+            guard let mapped = options.ids.gids.toHost(gid) else {
+                logger.warning("SETATTR to gid \(gid), which a forbid-guest rule refuses; answering EPERM")
+                throw Errno.permission
+            }
+            out.gid = mapped
+        }
+        return out
+    }
+
+    /// Attributes for a reply, owners host -> guest.
+    func guestAttributes(_ stat: HostStat) -> Attributes {
+        var a = Conversions.attributes(stat)
+        a.uid = options.ids.uids.toGuest(a.uid)
+        a.gid = options.ids.gids.toGuest(a.gid)
+        return a
+    }
+
+    /// A STATX reply's attributes, owners host -> guest.
+    func guestStatx(_ stat: HostStat) -> StatxAttributes {
+        var x = Conversions.statx(stat)
+        x.uid = options.ids.uids.toGuest(x.uid)
+        x.gid = options.ids.gids.toGuest(x.gid)
+        return x
+    }
+
+    /// The value to write for xattr `name`: a POSIX ACL's owners guest -> host (nil: unchanged).
+    func hostXattrValue(name: [UInt8], value: ByteView) throws(Errno) -> [UInt8]? {
+        guard !options.ids.isIdentity, IDTranslation.isACL(name) else { return nil }
+        guard let translated = options.ids.aclToHost(value.bytes) else {
+            logger.warning("an ACL names an id a forbid-guest rule refuses; answering EPERM")
+            throw Errno.permission
+        }
+        return translated
+    }
+
+    /// The value read from xattr `name`: a POSIX ACL's owners host -> guest.
+    func guestXattrValue(name: [UInt8], value: [UInt8]) -> [UInt8] {
+        guard !options.ids.isIdentity, IDTranslation.isACL(name) else { return value }
+        return options.ids.aclToGuest(value)
+    }
+}
