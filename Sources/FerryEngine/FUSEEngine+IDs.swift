@@ -40,9 +40,11 @@ extension FUSEEngine {
             throw Errno.permission
         }
         guard switchCredentials else { return }
-        if idmappedMounts && Self.createsInode(header.opcode) {
-            // The owner the kernel sent may belong to no one on the host (an idmapped mount's
-            // ids): create with Ferry's rights, then hand the inode over (`givingOwner`).
+        if idmappedMounts {
+            // The kernel sends ids only with creations (and RENAME_WHITEOUT), mapped through the
+            // mount's idmapping: they may belong to no one on the host, and /proc's groups are
+            // the caller's unmapped ones. The kernel has checked the request: create with
+            // Ferry's rights, then hand the inode over (`givingOwner`).
             worker.credentials.becomeRoot()
             return
         }
