@@ -21,6 +21,9 @@ public struct IDRule: Sendable, Equatable, CustomStringConvertible {
         case squashHost = "squash-host"
         /// `forbid-guest:GUEST:COUNT`: guest ids of the range are refused (EPERM).
         case forbidGuest = "forbid-guest"
+
+        /// Whether the source range holds guest ids (else host ids).
+        var translatesGuestIDs: Bool { self != .host && self != .squashHost }
     }
 
     /// The form.
@@ -94,6 +97,15 @@ public struct IDRule: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// What the rule does to the ids of its source range.
+    var sourceAction: IDMap.Action {
+        switch form {
+        case .map, .guest, .host: return .shift(to: to)
+        case .squashGuest, .squashHost: return .squash(to: to)
+        case .forbidGuest: return .forbid
+        }
+    }
+
     /// The rule as given on the command line.
     public var description: String {
         form == .forbidGuest ? "forbid-guest:\(from):\(count)" : "\(form.rawValue):\(from):\(to):\(count)"
@@ -161,28 +173,16 @@ public struct IDMap: Sendable, Equatable {
             list.append(range)
         }
         for rule in rules {
-            let source = (start: UInt64(rule.from), end: UInt64(rule.from) + rule.count)
-            switch rule.form {
-            case .map:
-                try add(Range(start: source.start, end: source.end, action: .shift(to: rule.to), rule: rule),
-                        to: &toHost, direction: "guest")
+            let range = Range(start: UInt64(rule.from), end: UInt64(rule.from) + rule.count, action: rule.sourceAction,
+                              rule: rule)
+            if rule.form.translatesGuestIDs {
+                try add(range, to: &toHost, direction: "guest")
+            } else {
+                try add(range, to: &toGuest, direction: "host")
+            }
+            if rule.form == .map {   // and back: HOST+k -> GUEST+k
                 try add(Range(start: UInt64(rule.to), end: UInt64(rule.to) + rule.count, action: .shift(to: rule.from),
                               rule: rule), to: &toGuest, direction: "host")
-            case .guest:
-                try add(Range(start: source.start, end: source.end, action: .shift(to: rule.to), rule: rule),
-                        to: &toHost, direction: "guest")
-            case .host:
-                try add(Range(start: source.start, end: source.end, action: .shift(to: rule.to), rule: rule),
-                        to: &toGuest, direction: "host")
-            case .squashGuest:
-                try add(Range(start: source.start, end: source.end, action: .squash(to: rule.to), rule: rule),
-                        to: &toHost, direction: "guest")
-            case .squashHost:
-                try add(Range(start: source.start, end: source.end, action: .squash(to: rule.to), rule: rule),
-                        to: &toGuest, direction: "host")
-            case .forbidGuest:
-                try add(Range(start: source.start, end: source.end, action: .forbid, rule: rule),
-                        to: &toHost, direction: "guest")
             }
         }
         self.init(toHost: toHost.sorted { $0.start < $1.start }, toGuest: toGuest.sorted { $0.start < $1.start })

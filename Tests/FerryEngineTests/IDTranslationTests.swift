@@ -94,21 +94,18 @@ final class IDTranslationTests: XCTestCase {
         let ids = try IDTranslation(uidRules: ["map:0:100000:65536", "squash-guest:70000:65534:100", "host:170000:70:2",
                                                "squash-host:200000:9:10"],
                                     gidRules: ["guest:10:20:5"])
-        XCTAssertEqual(ids.uids.toHost(0), 100_000)
-        XCTAssertEqual(ids.uids.toHost(65535), 165_535)
-        XCTAssertEqual(ids.uids.toHost(65536), 65536, "just past the range: unchanged")
-        XCTAssertEqual(ids.uids.toHost(70000), 65534)
-        XCTAssertEqual(ids.uids.toHost(70099), 65534)
-        XCTAssertEqual(ids.uids.toHost(70100), 70100)
-        XCTAssertEqual(ids.uids.toGuest(100_000), 0)
-        XCTAssertEqual(ids.uids.toGuest(165_535), 65535)
-        XCTAssertEqual(ids.uids.toGuest(99_999), 99_999)
-        XCTAssertEqual(ids.uids.toGuest(170_000), 70)
-        XCTAssertEqual(ids.uids.toGuest(170_001), 71)
-        XCTAssertEqual(ids.uids.toGuest(170_002), 170_002)
-        XCTAssertEqual(ids.uids.toHost(170_000), 170_000, "host: rules translate one way only")
-        XCTAssertEqual(ids.uids.toGuest(200_009), 9)
-        XCTAssertEqual(ids.uids.toGuest(200_010), 200_010)
+        let toHost: [(UInt32, UInt32, String)] = [
+            (0, 100_000, "map"), (65535, 165_535, "map's last"), (65536, 65536, "just past the range: unchanged"),
+            (70000, 65534, "squash-guest"), (70099, 65534, "squash-guest's last"), (70100, 70100, "past it"),
+            (170_000, 170_000, "host: rules translate one way only"),
+        ]
+        for (guest, host, why) in toHost { XCTAssertEqual(ids.uids.toHost(guest), host, "guest \(guest): \(why)") }
+        let toGuest: [(UInt32, UInt32, String)] = [
+            (100_000, 0, "map"), (165_535, 65535, "map's last"), (99_999, 99_999, "below the range: unchanged"),
+            (170_000, 70, "host:"), (170_001, 71, "host:'s last"), (170_002, 170_002, "past it"),
+            (200_009, 9, "squash-host"), (200_010, 200_010, "past it"),
+        ]
+        for (host, guest, why) in toGuest { XCTAssertEqual(ids.uids.toGuest(host), guest, "host \(host): \(why)") }
         XCTAssertEqual(ids.gids.toHost(14), 24)
         XCTAssertEqual(ids.gids.toGuest(24), 24, "guest: rules translate one way only")
         XCTAssertTrue(IDTranslation.identity.isIdentity)
