@@ -259,6 +259,13 @@ extension FUSEEngine {
                 agreedFlags.store(agreed.flags.rawValue, ordering: .releasing)
                 initialized.store(true, ordering: .releasing)
                 logger.info("FUSE \(request.major).\(request.minor) from the kernel; speaking 7.\(agreed.minor), flags 0x\(String(agreed.flags.rawValue, radix: 16))")
+                if options.idmappedMounts {
+                    if agreed.flags.contains(.allowIdmap) {
+                        logger.info("idmapped mounts allowed (FUSE_ALLOW_IDMAP): the kernel checks permissions, requests without a caller run with Ferry's rights")
+                    } else {
+                        logger.warning("idmapped mounts unavailable: the kernel does not offer FUSE_ALLOW_IDMAP (Linux 6.12+); every request runs as its caller")
+                    }
+                }
                 if options.passthrough {
                     logger.info(agreed.flags.contains(.passthrough)
                         ? "passthrough on: the kernel reads, writes and maps plain files on the host directly (max_stack_depth \(Negotiation.passthroughStackDepth))"

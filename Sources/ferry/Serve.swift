@@ -310,8 +310,18 @@ struct Serve: ParsableCommand {
         }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
-        print("  idmapped mounts: \(idmappedMounts ? "allowed (FUSE_ALLOW_IDMAP, Linux 6.12+; the kernel alone checks permissions)" : "not allowed (--idmapped-mounts allows them)")")
+        print("  idmapped mounts: \(explainIdmappedMounts())")
         try explainIDTranslation()
+    }
+
+    /// `--explain`'s line on idmapped mounts.
+    private func explainIdmappedMounts() -> String {
+        guard idmappedMounts else { return "not allowed (--idmapped-mounts allows them)" }
+        let kernel = AutoConfiguration.kernelRelease()
+        if let version = kernel.version, version < (6, 12) {
+            return "asked for, but Linux \(kernel.release) has no FUSE_ALLOW_IDMAP (6.12 and later): INIT will not agree it"
+        }
+        return "allowed (FUSE_ALLOW_IDMAP, confirmed at INIT): the kernel alone checks permissions; requests without a caller run with Ferry's rights"
     }
 
     /// The `--translate-uid` and `--translate-gid` rules, checked (each parsed, no two overlapping).
