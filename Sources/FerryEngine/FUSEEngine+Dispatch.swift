@@ -81,8 +81,7 @@ extension FUSEEngine {
             let fh = try fs.open(ctx, nodeID: h.nodeID, flags: flags)
             appendFileOpenOut(fh: fh, nodeID: h.nodeID, ctx: ctx, writer: &writer)
         case let .create(name, flags, mode, umask, _):
-            let (created, fh) = try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
-            let e = try owningOpened(created, fh: fh, h, ctx: ctx)
+            let (e, fh) = try create(h, name: name, flags: flags, mode: mode, umask: umask, ctx: ctx)
             writer.append(entry(e))
             appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
         case let .tmpfile(flags, mode, umask, _):
@@ -200,16 +199,6 @@ extension FUSEEngine {
     func attributes(of nodeID: UInt64, _ stat: HostStat) -> Attributes {
         setIDReports.reporting(nodeID: nodeID, mode: UInt32(stat.stx_mode))
         return guestAttributes(stat)
-    }
-
-    /// `givingOwner` for a node created open (CREATE, TMPFILE): on failure the file is closed.
-    private func owningOpened(_ e: Entry, fh: UInt64, _ h: InHeader, ctx: ThreadCredentials) throws(Errno) -> Entry {
-        do {
-            return try givingOwner(e, h, parent: h.nodeID, ctx: ctx)
-        } catch {
-            try? fs.release(fh: fh)
-            throw error
-        }
     }
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {

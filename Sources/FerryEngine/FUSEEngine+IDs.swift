@@ -92,6 +92,38 @@ extension FUSEEngine {
         }
     }
 
+    /// `givingOwner` for a node created open (CREATE, TMPFILE): on failure the file is closed.
+    func owningOpened(_ e: Entry, fh: UInt64, _ h: InHeader, ctx: ThreadCredentials) throws(Errno) -> Entry {
+        do {
+            return try givingOwner(e, h, parent: h.nodeID, ctx: ctx)
+        } catch {
+            try? fs.release(fh: fh)
+            throw error
+        }
+    }
+
+    /// CREATE. Under idmapped mounts the file is created as root with O_EXCL and then given its
+    /// owner; a name that appeared on the host since the kernel's lookup is opened as the mapped
+    /// caller instead (the host checks that open), never taken over by a chown.
+    func create(_ h: InHeader, name: [UInt8], flags: UInt32, mode: UInt32, umask: UInt32,
+                ctx: ThreadCredentials) throws(Errno) -> (Entry, UInt64) {
+        guard idmappedMounts, switchCredentials else {
+            return try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
+        }
+        do {
+            let (created, fh) = try fs.create(ctx, parent: h.nodeID, name: name, flags: flags | UInt32(O_EXCL),
+                                              mode: mode, umask: umask)
+            return (try owningOpened(created, fh: fh, h, ctx: ctx), fh)
+        } catch where error.rawValue == EEXIST && flags & UInt32(O_EXCL) == 0 {
+            guard let uid = options.ids.uids.toHost(h.uid), let gid = options.ids.gids.toHost(h.gid) else {
+                throw Errno.permission
+            }
+            logger.debug("#\(h.unique): CREATE found an existing name; opening it as \(uid):\(gid)")
+            ctx.become(uid: uid, gid: gid, groups: [])
+            return try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
+        }
+    }
+
     /// Logs a refused caller: the first refusal of each uid at warning level, later ones at
     /// debug (a guest must not be able to flood the log).
     private func refuse(_ header: InHeader, _ why: String) {

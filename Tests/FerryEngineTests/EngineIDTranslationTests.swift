@@ -156,5 +156,22 @@ extension EngineTests {
         let shared = lookup("shared").body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         XCTAssertEqual(makeDirectory("inner", parent: shared, uid: 1234, gid: 4321).error, 0)
         XCTAssertTrue(hostOwner(source + "/shared/inner") == (1234, 50))
+
+        // CREATE of a name the host made since the kernel's lookup: opened as the caller (the
+        // host refuses root's 0600 file to uid 1234), never chowned to it; with O_EXCL, EEXIST.
+        worker.credentials.becomeRoot()
+        _ = FileManager.default.createFile(atPath: source + "/raced", contents: nil)
+        chmod(source + "/raced", 0o600)
+        func create(_ flags: Int32) -> Int32 {
+            var m = Message(); m.u32(UInt32(flags)); m.u32(0o644); m.u32(0); m.u32(0); m.name("raced")
+            return send(request(m, 35, node: 1, uid: 1234, gid: 4321)).error
+        }
+        XCTAssertEqual(create(O_RDWR), -EACCES)
+        XCTAssertEqual(create(O_RDWR | O_EXCL), -EEXIST)
+        worker.credentials.becomeRoot()
+        XCTAssertTrue(hostOwner(source + "/raced") == (0, 0), "an existing file is never taken over")
+        var fresh = Message(); fresh.u32(UInt32(O_RDWR)); fresh.u32(0o644); fresh.u32(0); fresh.u32(0); fresh.name("fresh")
+        XCTAssertEqual(send(request(fresh, 35, node: 1, uid: 1234, gid: 4321)).error, 0)
+        XCTAssertTrue(hostOwner(source + "/fresh") == (1234, 4321), "a new file is the caller's")
     }
 }
