@@ -50,7 +50,7 @@ extension FUSEEngine {
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: flags & RequestFlags.getattrFH != 0 ? fh : nil)
             writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .setattr(s):
-            let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: try hostChanges(Conversions.changes(s)))
+            let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: try hostChanges(Conversions.changes(s), h))
             writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .statx(s):
             let mask = s.mask | HostFlags.statxBasicStats | HostFlags.statxMntID
@@ -108,7 +108,7 @@ extension FUSEEngine {
         case .statfs:
             writer.append(Conversions.statfs(try fs.statfs(ctx, nodeID: h.nodeID)))
         case let .setxattr(name, value, flags):
-            if let translated = try hostXattrValue(name: name, value: value) {
+            if let translated = try hostXattrValue(name: name, value: value, h) {
                 try translated.withUnsafeBytes { raw in
                     Result { () throws(Errno) in try fs.setxattr(ctx, nodeID: h.nodeID, name: name, value: raw, flags: flags) }
                 }.get()

@@ -124,31 +124,35 @@ extension FUSEEngine {
         }
     }
 
-    /// Logs a refused caller: the first refusal of each uid at warning level, later ones at
-    /// debug (a guest must not be able to flood the log).
-    private func refuse(_ header: InHeader, _ why: String) {
+    /// Logs a refusal: the first for each id at warning level, later ones at debug (a guest
+    /// must not be able to flood the log).
+    private func logRefusal(_ header: InHeader, id: UInt32, _ why: String) {
         let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
-        let first = refusedCallers.withLock { seen in
+        let first = refusedIDs.withLock { seen in
             guard seen.count < 256 else { return false }
-            return seen.insert(header.uid).inserted
+            return seen.insert(id).inserted
         }
-        let line = "#\(header.unique) \(name): caller \(why); answering EPERM"
+        let line = "#\(header.unique) \(name): \(why); answering EPERM"
         if first { logger.warning("\(line)") } else { logger.debug("\(line)") }
     }
 
+    private func refuse(_ header: InHeader, _ why: String) {
+        logRefusal(header, id: header.uid, "caller \(why)")
+    }
+
     /// SETATTR's new owner, guest -> host; EPERM when refused.
-    func hostChanges(_ changes: AttributeChanges) throws(Errno) -> AttributeChanges {
+    func hostChanges(_ changes: AttributeChanges, _ header: InHeader) throws(Errno) -> AttributeChanges {
         var out = changes
         if let uid = changes.uid {
             guard let mapped = options.ids.uids.toHost(uid) else {
-                logger.warning("SETATTR to uid \(uid), which a forbid-guest rule refuses; answering EPERM")
+                logRefusal(header, id: uid, "chown to uid \(uid), which a forbid-guest rule refuses")
                 throw Errno.permission
             }
             out.uid = mapped
         }
         if let gid = changes.gid {
             guard let mapped = options.ids.gids.toHost(gid) else {
-                logger.warning("SETATTR to gid \(gid), which a forbid-guest rule refuses; answering EPERM")
+                logRefusal(header, id: gid, "chown to gid \(gid), which a forbid-guest rule refuses")
                 throw Errno.permission
             }
             out.gid = mapped
@@ -173,10 +177,10 @@ extension FUSEEngine {
     }
 
     /// The value to write for xattr `name`: a POSIX ACL's owners guest -> host (nil: unchanged).
-    func hostXattrValue(name: [UInt8], value: ByteView) throws(Errno) -> [UInt8]? {
+    func hostXattrValue(name: [UInt8], value: ByteView, _ header: InHeader) throws(Errno) -> [UInt8]? {
         guard !options.ids.isIdentity, IDTranslation.isACL(name) else { return nil }
         guard let translated = options.ids.aclToHost(value.bytes) else {
-            logger.warning("an ACL names an id a forbid-guest rule refuses; answering EPERM")
+            logRefusal(header, id: IDRule.noID, "an ACL names an id a forbid-guest rule refuses")
             throw Errno.permission
         }
         return translated

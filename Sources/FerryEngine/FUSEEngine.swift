@@ -34,8 +34,8 @@ public final class FUSEEngine: Sendable {
     public let ioEngines: IOEngineFactory
     /// Callers' supplementary groups, read from /proc at most every 100 ms per thread.
     let callerGroups = CallerGroups()
-    /// Caller uids already refused with a log line at warning level (see `becomeCaller`).
-    let refusedCallers = Mutex<Set<UInt32>>([])
+    /// Ids already refused with a log line at warning level (see `becomeCaller`).
+    let refusedIDs = Mutex<Set<UInt32>>([])
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
