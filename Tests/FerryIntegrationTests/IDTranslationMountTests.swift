@@ -155,6 +155,12 @@ final class IDTranslationMountTests: XCTestCase {
         XCTAssertTrue(explain.output.contains("guest gid 0-4294967294 -> host gid 100   [squash-guest:0:100:4294967295]"), explain.output)
         XCTAssertTrue(explain.output.contains("host gid 100 -> guest gid 1000   [host:100:1000:1]"), explain.output)
         XCTAssertTrue(explain.output.contains("guest uid 0-4294967294 -> unchanged"), explain.output)
+        // The same rules as mount options (`-o translate_uid=...`, as in an fstab line).
+        let asOptions = try runCommand([FerryServer.binary, "serve", dir + "/src", dir + "/mnt", "--explain",
+                                        "-o", "translate_uid=map:0:100000:65536,idmapped_mounts"])
+        XCTAssertTrue(asOptions.output.contains("guest uid 0-65535 -> host uid 100000-165535   [map:0:100000:65536]"),
+                      asOptions.output)
+        XCTAssertTrue(asOptions.output.contains("idmapped mounts: allowed"), asOptions.output)
     }
 
     /// `ferry virtiofsd` takes virtiofsd's spelling (`--translate-uid=RULE`) for a VM.
