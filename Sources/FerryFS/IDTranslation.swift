@@ -114,6 +114,7 @@ public struct IDRule: Sendable, Equatable, CustomStringConvertible {
 
 /// A rule that cannot be parsed, or rules that contradict each other.
 public struct IDRuleError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// One line naming the rule (or both rules) and what is wrong.
     public let description: String
     public init(_ description: String) { self.description = description }
 }
@@ -136,7 +137,9 @@ public struct IDMap: Sendable, Equatable {
         public let start: UInt64
         /// One past the last source id (at most 2^32).
         public let end: UInt64
+        /// What the range's ids become.
         public let action: Action
+        /// The rule the range came from (for the table and error messages).
         public let rule: IDRule
 
         func translate(_ id: UInt32) -> UInt32? {
@@ -247,7 +250,9 @@ public struct IDMap: Sendable, Equatable {
 
 /// Translation of uids and gids, and of the owners inside POSIX ACL xattrs.
 public struct IDTranslation: Sendable, Equatable {
+    /// The `--translate-uid` rules.
     public let uids: IDMap
+    /// The `--translate-gid` rules (supplementary groups and ACL_GROUP entries included).
     public let gids: IDMap
 
     /// No translation.
