@@ -52,7 +52,7 @@ extension FUSEEngine {
         if header.uid != 0, header.pid != 0, options.callerPIDsAreHostPIDs {
             // A group a forbid-guest rule refuses is left out: it could only have added rights.
             groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
-                .compactMap { ids.gids.toHost($0) }
+            if !ids.gids.isIdentity { groups = groups.compactMap { ids.gids.toHost($0) } }
         }
         worker.credentials.become(uid: uid, gid: gid, groups: groups)
     }
