@@ -12,9 +12,8 @@ import Glibc
 /// `--cache=MODE`, `--xattr`, `--sandbox=...`, `--announce-submounts`, `--translate-uid=RULE`,
 /// `--translate-gid=RULE` (the same rules as `ferry serve`'s). Options Ferry cannot honour
 /// (xattrmap, `--uid-map`/`--gid-map` user namespaces, a cache mode `metadata`) are refused with
-/// one line. Where
-/// virtiofsd defaults differ (it keeps locks and xattrs off unless asked), Ferry keeps its own
-/// defaults (host locks and xattrs on) and honours the explicit `no_` forms.
+/// one line. Where virtiofsd defaults differ (it keeps locks and xattrs off unless asked), Ferry
+/// keeps its own defaults (host locks and xattrs on) and honours the explicit `no_` forms.
 struct Virtiofsd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtiofsd",
