@@ -127,6 +127,17 @@ extension EngineTests {
         XCTAssertEqual(set(value(user: 1001, group: 5)), -EPERM, "an ACL naming a forbidden gid")
     }
 
+    /// Both features together: the mapped owner an idmapped creation names is translated too.
+    func testIdmappedCreationsAreTranslated() throws {
+        restart(options: try translating(uids: ["map:1234:51234:1"], gids: ["squash-guest:4000:54000:1000"], idmapped: true),
+                kernelFlags: [.allowIdmap])
+        let made = makeDirectory("both", uid: 1234, gid: 4321)
+        XCTAssertEqual(made.error, 0)
+        worker.credentials.becomeRoot()
+        XCTAssertTrue(hostOwner(source + "/both") == (51234, 54000))
+        XCTAssertTrue(owner(ofEntry: made.body) == (1234, 54000), "54000 has no host -> guest rule: shown unchanged")
+    }
+
     func testIdmappedMountsContract() throws {
         restart(options: try translating(uids: [], gids: [], idmapped: true),
                 kernelFlags: [.allowIdmap, .handleKillprivV2, .posixACL])
