@@ -90,6 +90,10 @@ public struct IDRule: Sendable, Equatable, CustomStringConvertible {
             guard UInt64(to) + count <= UInt64(IDRule.noID) else {
                 throw IDRuleError("\(name): the target range \(to) + \(count) reaches 4294967295, which is (uid_t)-1 and no id")
             }
+            // map's guest range is the target of its host -> guest half.
+            guard form != .map || UInt64(from) + count <= UInt64(IDRule.noID) else {
+                throw IDRuleError("\(name): the guest range \(from) + \(count) reaches 4294967295, which is (uid_t)-1 and no id")
+            }
         case .squashGuest, .squashHost:
             guard to != IDRule.noID else { throw IDRuleError("\(name): the target 4294967295 is (uid_t)-1, not an id") }
         case .forbidGuest:

@@ -56,6 +56,9 @@ final class IDTranslationTests: XCTestCase {
         XCTAssertNoThrow(try rule("map:0:4294967285:10"))
         XCTAssertTrue(message { _ = try self.rule("map:0:4294967286:10") }.contains("(uid_t)-1"))
         XCTAssertTrue(message { _ = try self.rule("squash-guest:0:4294967295:5") }.contains("(uid_t)-1"))
+        XCTAssertTrue(message { _ = try self.rule("map:4294967290:100:6") }.contains("the guest range"),
+                      "map's guest side is a target too")
+        XCTAssertNoThrow(try rule("guest:4294967290:100:6"), "a one-way source range may reach the last id")
     }
 
     func testOverlapsAreRefusedNamingBothRules() throws {
