@@ -1,3 +1,4 @@
+import FerryFS
 import FerryIO
 import FerryProtocol
 
@@ -57,6 +58,14 @@ public struct EngineOptions: Sendable {
     /// /proc gives. A VM guest's pids mean nothing on the host (vhost-user): its callers then
     /// act with their uid and gid only.
     public var callerPIDsAreHostPIDs = true
+    /// uid/gid translation between the client's ids and the host's (`--translate-uid`,
+    /// `--translate-gid`; protocol/id-translation.md).
+    public var ids = IDTranslation.identity
+    /// Offer FUSE_ALLOW_IDMAP (Linux 6.12+), so the mount can be bind-mounted with an idmapping
+    /// (mount_setattr(MOUNT_ATTR_IDMAP)). The kernel then names the caller only in requests that
+    /// create inodes and is the only permission checker of all others, which Ferry runs with
+    /// its own rights (protocol/id-translation.md, "Idmapped mounts").
+    public var idmappedMounts = false
     public init() {}
 
     /// Whether LOOKUP answers a missing name with a cacheable negative entry (only when

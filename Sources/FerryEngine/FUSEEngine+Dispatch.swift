@@ -31,7 +31,7 @@ extension FUSEEngine {
             logger.error("#\(h.unique): request before INIT")
             throw Errno.io
         }
-        becomeCaller(h, worker)
+        try becomeCaller(h, worker)
         if !request.operation.isData {
             worker.data.io.flush()   // queued reads start before this request's own syscalls
         }
@@ -50,22 +50,25 @@ extension FUSEEngine {
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: flags & RequestFlags.getattrFH != 0 ? fh : nil)
             writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .setattr(s):
-            let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: Conversions.changes(s))
+            let stat = try fs.setattr(ctx, nodeID: h.nodeID, changes: try hostChanges(Conversions.changes(s), h))
             writer.appendAttrOut(attributes(of: h.nodeID, stat), timeout: timeout)
         case let .statx(s):
             let mask = s.mask | HostFlags.statxBasicStats | HostFlags.statxMntID
             let stat = try fs.getattr(ctx, nodeID: h.nodeID, fh: s.getattrFlags & RequestFlags.getattrFH != 0 ? s.fh : nil,
                                       mask: mask)
             setIDReports.reporting(nodeID: h.nodeID, mode: UInt32(stat.stx_mode))
-            writer.appendStatxOut(Conversions.statx(stat), timeout: timeout)
+            writer.appendStatxOut(guestStatx(stat), timeout: timeout)
         case .readlink:
             writer.append(bytes: try fs.readlink(ctx, nodeID: h.nodeID))
         case let .symlink(name, target):
-            writer.append(entry(try fs.symlink(ctx, parent: h.nodeID, name: name, target: target)))
+            let e = try fs.symlink(ctx, parent: h.nodeID, name: name, target: target)
+            writer.append(entry(try givingOwner(e, h, parent: h.nodeID, ctx: ctx)))
         case let .mknod(name, mode, rdev, umask):
-            writer.append(entry(try fs.mknod(ctx, parent: h.nodeID, name: name, mode: mode, rdev: rdev, umask: umask)))
+            let e = try fs.mknod(ctx, parent: h.nodeID, name: name, mode: mode, rdev: rdev, umask: umask)
+            writer.append(entry(try givingOwner(e, h, parent: h.nodeID, ctx: ctx)))
         case let .mkdir(name, mode, umask):
-            writer.append(entry(try fs.mkdir(ctx, parent: h.nodeID, name: name, mode: mode, umask: umask)))
+            let e = try fs.mkdir(ctx, parent: h.nodeID, name: name, mode: mode, umask: umask)
+            writer.append(entry(try givingOwner(e, h, parent: h.nodeID, ctx: ctx)))
         case let .unlink(name):
             try fs.remove(ctx, parent: h.nodeID, name: name, directory: false)
         case let .rmdir(name):
@@ -78,11 +81,12 @@ extension FUSEEngine {
             let fh = try fs.open(ctx, nodeID: h.nodeID, flags: flags)
             appendFileOpenOut(fh: fh, nodeID: h.nodeID, ctx: ctx, writer: &writer)
         case let .create(name, flags, mode, umask, _):
-            let (e, fh) = try fs.create(ctx, parent: h.nodeID, name: name, flags: flags, mode: mode, umask: umask)
+            let (e, fh) = try create(h, name: name, flags: flags, mode: mode, umask: umask, ctx: ctx)
             writer.append(entry(e))
             appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
         case let .tmpfile(flags, mode, umask, _):
-            let (e, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
+            let (created, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
+            let e = try owningOpened(created, fh: fh, h, ctx: ctx)
             writer.append(entry(e))
             appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
         case .read, .write, .fsync, .fsyncdir, .fallocate:
@@ -104,13 +108,19 @@ extension FUSEEngine {
         case .statfs:
             writer.append(Conversions.statfs(try fs.statfs(ctx, nodeID: h.nodeID)))
         case let .setxattr(name, value, flags):
+            if let translated = try hostXattrValue(name: name, value: value, h) {
+                try translated.withUnsafeBytes { raw in
+                    Result { () throws(Errno) in try fs.setxattr(ctx, nodeID: h.nodeID, name: name, value: raw, flags: flags) }
+                }.get()
+                return .replied
+            }
             try value.withUnsafeBytes { raw in
                 Result { () throws(Errno) in try fs.setxattr(ctx, nodeID: h.nodeID, name: name, value: raw, flags: flags) }
             }.get()
         case let .getxattr(name, size):
             let result = try fs.getxattr(ctx, nodeID: h.nodeID, name: name, size: size)
             if size == 0 { writer.append(UInt32(result.size)); writer.append(UInt32(0)) }
-            else { writer.append(bytes: result.value) }
+            else { writer.append(bytes: guestXattrValue(name: name, value: result.value)) }
         case let .listxattr(size):
             let result = try fs.listxattr(ctx, nodeID: h.nodeID, size: size)
             if size == 0 { writer.append(UInt32(result.size)); writer.append(UInt32(0)) }
@@ -188,7 +198,7 @@ extension FUSEEngine {
     /// The wire attributes of node `nodeID`, noting set-id bits the kernel is about to cache.
     func attributes(of nodeID: UInt64, _ stat: HostStat) -> Attributes {
         setIDReports.reporting(nodeID: nodeID, mode: UInt32(stat.stx_mode))
-        return Conversions.attributes(stat)
+        return guestAttributes(stat)
     }
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {
@@ -238,6 +248,13 @@ extension FUSEEngine {
                 agreedFlags.store(agreed.flags.rawValue, ordering: .releasing)
                 initialized.store(true, ordering: .releasing)
                 logger.info("FUSE \(request.major).\(request.minor) from the kernel; speaking 7.\(agreed.minor), flags 0x\(String(agreed.flags.rawValue, radix: 16))")
+                if options.idmappedMounts {
+                    if agreed.flags.contains(.allowIdmap) {
+                        logger.info("idmapped mounts allowed (FUSE_ALLOW_IDMAP): the kernel checks permissions, requests without a caller run with Ferry's rights")
+                    } else {
+                        logger.warning("idmapped mounts unavailable: the kernel does not offer FUSE_ALLOW_IDMAP (Linux 6.12+); every request runs as its caller")
+                    }
+                }
                 if options.passthrough {
                     logger.info(agreed.flags.contains(.passthrough)
                         ? "passthrough on: the kernel reads, writes and maps plain files on the host directly (max_stack_depth \(Negotiation.passthroughStackDepth))"

@@ -34,6 +34,8 @@ public final class FUSEEngine: Sendable {
     public let ioEngines: IOEngineFactory
     /// Callers' supplementary groups, read from /proc at most every 100 ms per thread.
     let callerGroups = CallerGroups()
+    /// Ids already refused with a log line at warning level (see `becomeCaller`).
+    let refusedIDs = Mutex<Set<UInt32>>([])
 
     public init(fs: PassthroughFS, options: EngineOptions, logger: Logger) {
         self.fs = fs
@@ -187,21 +189,5 @@ public final class FUSEEngine: Sendable {
         guard logger.logLevel <= .debug else { return }
         let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
         logger.debug("#\(header.unique) \(name) node=\(header.nodeID) uid=\(header.uid) gid=\(header.gid) pid=\(header.pid) -> \(result())")
-    }
-
-    /// Applies the caller's fsuid, fsgid and supplementary groups to this thread.
-    ///
-    /// RELEASE and RELEASEDIR carry no caller (the kernel sends them with uid, gid and pid 0)
-    /// and only close descriptors, drop locks and backing ids, which no identity affects: the
-    /// thread keeps the one it has, instead of switching to root and back to the next caller
-    /// (two setgroups and four setfsuid/setfsgid per file a user opens and closes).
-    func becomeCaller(_ header: InHeader, _ worker: Worker) {
-        guard switchCredentials else { return }
-        if header.opcode == Opcode.release.rawValue || header.opcode == Opcode.releasedir.rawValue { return }
-        var groups: [UInt32] = []
-        if header.uid != 0, header.pid != 0, options.callerPIDsAreHostPIDs {
-            groups = callerGroups.groups(tid: header.pid, uid: header.uid, gid: header.gid)
-        }
-        worker.credentials.become(uid: header.uid, gid: header.gid, groups: groups)
     }
 }

@@ -48,6 +48,14 @@ enum Negotiation {
         // writeback cache: the kernel refuses the pair).
         if options.passthrough && !options.writebackCache { wanted.insert(.passthrough) }
         if options.overIOUring { wanted.insert(.overIOUring) }   // requests through ring queues
+        if options.idmappedMounts {
+            // Idmapped bind mounts of this mount (the mount has default_permissions, which the
+            // kernel requires). Requests that create no inode then carry no caller, so Ferry
+            // runs them with its own rights, and the host would no longer clear SUID/SGID on a
+            // write: the kernel does that itself (a SETATTR) without HANDLE_KILLPRIV_V2.
+            wanted.insert(.allowIdmap)
+            wanted.remove(.handleKillprivV2)
+        }
         return wanted.intersection(kernel)
     }
 

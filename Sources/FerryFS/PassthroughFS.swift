@@ -16,6 +16,15 @@ public struct Entry: Sendable {
     init(_ inode: Inode, stat: HostStat) {
         nodeID = inode.nodeID; generation = inode.generation; self.stat = stat
     }
+
+    private init(nodeID: UInt64, generation: UInt64, stat: HostStat) {
+        self.nodeID = nodeID; self.generation = generation; self.stat = stat
+    }
+
+    /// The same node with newer attributes (after a change the engine made to it).
+    public func with(stat: HostStat) -> Entry {
+        Entry(nodeID: nodeID, generation: generation, stat: stat)
+    }
 }
 
 /// The passthrough of one host directory: every operation is an *at() call relative to an

@@ -33,6 +33,9 @@ extension Serve {
             case "notify": serve.notify = true
             case "no-notify": serve.notify = false
             case "stats": serve.stats = true
+            case "translate-uid": serve.translateUID.append(value)
+            case "translate-gid": serve.translateGID.append(value)
+            case "idmapped-mounts": serve.idmappedMounts = true
             default: throw OptionError("unknown mount option '\(option.name)'")
             }
         }

@@ -110,6 +110,18 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print the change-notification counters every 10 s and at exit (SIGUSR1 prints them any time).")
     var stats = false
 
+    @Option(name: .customLong("translate-uid"), parsing: .singleValue,
+            help: ArgumentHelp("Translate uids between the client and the host, as virtiofsd does (repeatable): map:GUEST:HOST:COUNT, guest:GUEST:HOST:COUNT, host:HOST:GUEST:COUNT, squash-guest:GUEST:HOST:COUNT, squash-host:HOST:GUEST:COUNT, forbid-guest:GUEST:COUNT. Ids no rule covers pass unchanged; overlapping rules are refused; --explain prints the table.",
+                               valueName: "rule"))
+    var translateUID: [String] = []
+
+    @Option(name: .customLong("translate-gid"), parsing: .singleValue,
+            help: ArgumentHelp("The same for gids (supplementary groups included).", valueName: "rule"))
+    var translateGID: [String] = []
+
+    @Flag(help: "Allow idmapped bind mounts of the mount (mount_setattr MOUNT_ATTR_IDMAP, podman's :idmap; Linux 6.12+). The kernel is then the only permission checker: requests that create no inode carry no caller, and Ferry runs them with its own rights.")
+    var idmappedMounts = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical (debug logs every request).")
     var logLevel: Logger.Level = .info
 
@@ -133,6 +145,7 @@ struct Serve: ParsableCommand {
         try validateTransport()
         let serve: Serve
         do { serve = try applying(try MountOptionList(mountOptions)) } catch { throw ValidationError(error.description) }
+        do { _ = try serve.idTranslation() } catch { throw ValidationError(error.description) }
         if let threads = serve.threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
         if serve.ioDepth < 1 || serve.ioDepth > 256 { throw ValidationError("--io-depth must be between 1 and 256") }
         let ringSize = serve.notifyRingSize
@@ -224,9 +237,11 @@ struct Serve: ParsableCommand {
             }
             throw StartupError("cannot open source \(source): \(error)")
         }
-        var engineOptions = sharedEngineOptions()
+        var engineOptions = try sharedEngineOptions()
         let chosen = try AutoConfiguration(self)
         logger.info("configuration: \(chosen.summary)")
+        logIDTranslation(engineOptions, logger: logger)
+        engineOptions.idmappedMounts = idmappedMounts
         engineOptions.passthrough = chosen.passthrough
         engineOptions.ioEngine = chosen.ioEngine
         engineOptions.ioDepth = ioDepth
@@ -282,8 +297,9 @@ struct Serve: ParsableCommand {
         if after != before { logger.info("descriptor limit raised from \(before) to \(after)") }
     }
 
-    func sharedEngineOptions() -> EngineOptions {
+    func sharedEngineOptions() throws(StartupError) -> EngineOptions {
         var options = EngineOptions()
+        do { options.ids = try idTranslation() } catch { throw StartupError(error.description) }
         options.cache = cache
         options.writebackCache = writeback
         options.posixLocks = !noPosixLocks
@@ -301,6 +317,36 @@ struct Serve: ParsableCommand {
         }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
+        print("  idmapped mounts: \(explainIdmappedMounts())")
+        try explainIDTranslation()
+    }
+
+    /// `--explain`'s line on idmapped mounts.
+    private func explainIdmappedMounts() -> String {
+        guard idmappedMounts else { return "not allowed (--idmapped-mounts allows them)" }
+        let kernel = AutoConfiguration.kernelRelease()
+        if let version = kernel.version, version < (6, 12) {
+            return "asked for, but Linux \(kernel.release) has no FUSE_ALLOW_IDMAP (6.12 and later): INIT will not agree it"
+        }
+        return "allowed (FUSE_ALLOW_IDMAP, confirmed at INIT): the kernel alone checks permissions; requests without a caller run with Ferry's rights"
+    }
+
+    /// The `--translate-uid` and `--translate-gid` rules, checked (each parsed, no two overlapping).
+    func idTranslation() throws(IDRuleError) -> IDTranslation {
+        try IDTranslation(uidRules: translateUID, gidRules: translateGID)
+    }
+
+    /// `--explain`'s id translation table.
+    func explainIDTranslation() throws {
+        print("  id translation (guest: the ids callers use; host: the ids on \(source)):")
+        for line in try sharedEngineOptions().ids.table { print("  \(line)") }
+    }
+
+    /// The start-up log's id translation table (only when there are rules).
+    func logIDTranslation(_ options: EngineOptions, logger: Logger) {
+        guard !options.ids.isIdentity else { return }
+        logger.info("id translation (guest -> host for callers, chown and ACLs written; host -> guest for attributes and ACLs read):")
+        for line in options.ids.table { logger.info("\(line)") }
     }
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from

@@ -31,6 +31,7 @@ extension Serve {
             (threads != nil, "--threads (each virtqueue has its own thread)"),
             (transport != .auto, "--transport (a VM's requests come through its virtqueues)"),
             (stats, "--stats (there are no change notifications to count)"),
+            (idmappedMounts, "--idmapped-mounts (an idmapped mount in the guest is the guest's business; Ferry offers it on its own mounts)"),
             (list.noSuid || list.noDev || list.noExec || list.sync || list.dirSync,
              "-o nosuid/nodev/noexec/sync/dirsync (give them to the guest's mount)"),
             (list.atime != nil || list.noDirAtime, "-o atime options (give them to the guest's mount)"),
@@ -48,6 +49,7 @@ extension Serve {
             print("ferry serve \(source) --socket-path \(socketPath) would run with:")
             print("  transport: vhost-user (virtio-fs), passthrough off (a VM's I/O comes through the virtqueues), change notifications off (no virtio-fs notification queue)")
             print("  I/O engine: \((try AutoConfiguration(self)).ioEngine), cache \(cache.rawValue)\(readonly ? ", read-only" : "")")
+            try explainIDTranslation()
             return
         }
         let root = geteuid() == 0
@@ -60,7 +62,7 @@ extension Serve {
         fsOptions.inodeFileHandles = inodeFileHandles
         fsOptions.writebackCache = writeback
         fsOptions.indexHandles = false
-        var engineOptions = sharedEngineOptions()
+        var engineOptions = try sharedEngineOptions()
         engineOptions.passthrough = false       // the kernel that reads files is the guest's
         engineOptions.notifications = false     // nothing can carry them to a guest
         engineOptions.ioEngine = (try AutoConfiguration(self)).ioEngine
@@ -99,6 +101,7 @@ extension Serve {
             server.stop()
         }
         logger.info("configuration: vhost-user, I/O engine \(engineOptions.ioEngine), passthrough off, change notifications off")
+        logIDTranslation(engineOptions, logger: logger)
         logger.info("serving \(source) to a VM on \(listenFD.map { "fd \($0)" } ?? socketPath)\(tag.map { " (tag \($0))" } ?? "") (cache \(cache.rawValue)\(readonly ? ", read-only" : ""))")
         try server.run()
         logger.info("exiting")

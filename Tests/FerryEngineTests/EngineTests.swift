@@ -29,6 +29,7 @@ final class EngineTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
+        worker?.credentials.becomeRoot()   // requests switch this thread to their callers
         try? FileManager.default.removeItem(atPath: source)
     }
 
@@ -54,6 +55,19 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(view.load(UInt32.self, at: 0), UInt32(all.count))
         return Reply(unique: view.load(UInt64.self, at: 8)!, error: view.load(Int32.self, at: 4)!,
                      body: Array(all[16...]))
+    }
+
+    /// A new engine on the same file system with `options`, initialised with `kernelFlags`
+    /// offered (both INIT flag words).
+    func restart(options: EngineOptions, kernelFlags: InitFlags = []) {
+        engine = FUSEEngine(fs: engine.fs, options: options, logger: Logger(label: "test"))
+        worker = engine.makeWorker()
+        var initBody = Message()
+        let flags = kernelFlags.union(.initExt).rawValue
+        initBody.u32(7); initBody.u32(45); initBody.u32(65536); initBody.u32(UInt32(truncatingIfNeeded: flags))
+        initBody.u32(UInt32(truncatingIfNeeded: flags >> 32))
+        for _ in 0..<11 { initBody.u32(0) }
+        XCTAssertEqual(send(initBody.request(26, unique: 1, node: 0)).error, 0)
     }
 
     func lookup(_ name: String, parent: UInt64 = 1) -> Reply {
@@ -167,11 +181,7 @@ final class EngineTests: XCTestCase {
         var options = EngineOptions()
         options.cache = .always
         options.notifications = true
-        engine = FUSEEngine(fs: engine.fs, options: options, logger: Logger(label: "test"))
-        worker = engine.makeWorker()
-        var initBody = Message()
-        initBody.u32(7); initBody.u32(45); initBody.u32(65536); initBody.u32(0)
-        XCTAssertEqual(send(initBody.request(26, unique: 1, node: 0)).error, 0)
+        restart(options: options)
         let negative = lookup("not-here")
         XCTAssertEqual(negative.error, 0)
         XCTAssertEqual(negative.body.count, FUSEABI.entryOutSize)

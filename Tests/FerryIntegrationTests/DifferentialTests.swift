@@ -8,9 +8,11 @@ import XCTest
 final class DifferentialTests: XCTestCase {
     private static let steps = "800"
 
-    /// Serves a fresh SOURCE with `arguments` and runs the walk for each seed against it.
+    /// Serves a fresh SOURCE with `arguments` and runs the walk for each seed against it;
+    /// returns SOURCE.
+    @discardableResult
     private func walk(_ arguments: [String], seeds: [Int], environment: [String] = [],
-                      file: StaticString = #filePath, line: UInt = #line) throws {
+                      file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let server = try FerryServer(arguments: arguments)
         let native = try Scratch.directory("ferry-opdiff")
         for seed in seeds {
@@ -22,9 +24,29 @@ final class DifferentialTests: XCTestCase {
             XCTAssertEqual(result.status, 0, file: file, line: line)
         }
         XCTAssertEqual(server.stop(), 0, "ferry did not exit cleanly: \(server.log)", file: file, line: line)
+        return server.source
     }
 
     func testDefaultOptionsMatchTheHost() throws { try walk([], seeds: [1, 2]) }
+
+    /// Id translation that maps every id onto itself changes nothing a caller sees.
+    func testIdentityIdMapMatchesTheHost() throws {
+        try walk(["--translate-uid", "map:0:0:65536", "--translate-gid", "map:0:0:65536"], seeds: [3])
+    }
+
+    /// The walk's users (2001, 2002, group 3000) shifted to host 102001, 102002, 103000: callers,
+    /// chowns and ACL owners become host ids, and the mount shows the walk exactly what a plain
+    /// directory shows it.
+    func testShiftedIdMapMatchesTheHost() throws {
+        let source = try walk(["--translate-uid", "map:2000:102000:1001", "--translate-gid", "map:2000:102000:1001"],
+                              seeds: [1])
+        let shifted = try runCommand(["sh", "-c", "find \(source) \\( -uid 102001 -o -uid 102002 -o -gid 103000 \\) | wc -l"])
+        let unshifted = try runCommand(["sh", "-c", "find \(source) \\( -uid 2001 -o -uid 2002 -o -gid 3000 \\) | wc -l"])
+        XCTAssertGreaterThan(Int(shifted.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, 0,
+                             "the walk left files owned by the shifted ids on the host")
+        XCTAssertEqual(unshifted.output.trimmingCharacters(in: .whitespacesAndNewlines), "0",
+                       "no file on the host carries a guest id")
+    }
 
     func testCacheAlwaysMatchesTheHost() throws { try walk(["--cache", "always"], seeds: [4]) }
 
