@@ -64,7 +64,7 @@ extension FUSEEngine {
         let data = worker.data
         guard data.inFlight > 0 else { return true }
         var connected = true
-        data.io.reap(wait: wait) { completion in
+        let answer = { [self] (completion: IOCompletion) in
             let slot = data.release(completion.slot)
             let file = slot.file
             slot.file = nil
@@ -75,6 +75,7 @@ extension FUSEEngine {
             }
             if connected { connected = send(reply) }
         }
+        data.io.reap(wait: wait, answer)
         return connected
     }
 

@@ -31,8 +31,9 @@ public protocol IOEngine: AnyObject {
     /// the next `reap`, completions signal; otherwise they need not (an operation that completes
     /// while the thread is busy anyway costs no wake-up).
     func prepareToSleep() -> Bool
-    /// Hands every completion that is ready to `body`; with `wait`, first waits until at least
-    /// one is ready (if anything is in flight). Returns how many were handed over.
+    /// Starts every queued operation and hands every completion that is ready to `body`; with
+    /// `wait`, first waits until at least one is ready (if anything is in flight). Returns how
+    /// many were handed over.
     @discardableResult
     func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int
 }

@@ -93,9 +93,9 @@ final class IORing {
         return count
     }
 
-    /// Sleeps until at least one completion is ready (EINTR ends the wait early).
-    func waitForCompletion() {
-        var cqe: UnsafeMutablePointer<io_uring_cqe>?
-        _ = io_uring_wait_cqe(ring, &cqe)   // leaves the entry for `drain`
+    /// Hands every prepared entry to the kernel and sleeps until at least one completion is
+    /// ready, in one io_uring_enter (EINTR ends the wait early).
+    func submitAndWait() {
+        _ = io_uring_submit_and_wait(ring, 1)   // leaves the entries for `drain`
     }
 }

@@ -86,25 +86,37 @@ public final class UringIOEngine: IOEngine {
 
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
+        guard wait else {
+            flush()
+            return collect(body)
+        }
+        var delivered = 0
+        while true {
+            delivered += collect(body)
+            if delivered > 0 || inFlight == 0 {
+                flush()   // continuations prepared by `finish`
+                return delivered
+            }
+            ring.submitAndWait()   // what is queued starts, and the thread sleeps: one io_uring_enter
+        }
+    }
+
+    /// Hands the completions already posted to `body`.
+    private func collect(_ body: (IOCompletion) -> Void) -> Int {
         ring.signalCompletions(false)
-        flush()
         var delivered = finishedAtSubmission.count
         for completion in finishedAtSubmission {
             inFlight -= 1
             body(completion)
         }
         finishedAtSubmission.removeAll(keepingCapacity: true)
-        while true {
-            _ = ring.drain { tag, result in
-                if let done = finish(slot: Int(tag), result: result) {
-                    delivered += 1
-                    body(done)
-                }
+        _ = ring.drain { tag, result in
+            if let done = finish(slot: Int(tag), result: result) {
+                delivered += 1
+                body(done)
             }
-            if delivered > 0 || !wait || inFlight == 0 { return delivered }
-            flush()   // continuations prepared by `finish`
-            ring.waitForCompletion()
         }
+        return delivered
     }
 
     /// Settles one completion: nil if the operation continues (a short write, EINTR, EAGAIN).
