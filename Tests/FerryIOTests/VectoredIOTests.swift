@@ -1,0 +1,93 @@
+import FerryIO
+import Foundation
+import Glibc
+import XCTest
+
+/// `.readv` and `.writev`: both engines move the bytes of several buffers in order, as
+/// preadv/pwritev do, through the ring (O_DIRECT) and at submission (page cache), and
+/// `IOVectorList` keeps the entries it is given.
+final class VectoredIOTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        var template = Array("/tmp/ferry-iov-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw XCTSkip("mkdtemp failed") }
+        directory = String(cString: made)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
+
+    private func run(_ engine: IOEngine, _ operation: IOOperation) -> Int32 {
+        engine.submit(operation, slot: 1)
+        engine.flush()
+        var result: Int32?
+        while result == nil { engine.reap(wait: true) { result = $0.result } }
+        return result!
+    }
+
+    /// Three page-aligned buffers of different sizes (a guest's pages are like that).
+    private func buffers() -> [UnsafeMutableRawBufferPointer] {
+        [4096, 8192, 4096].map { UnsafeMutableRawBufferPointer.allocate(byteCount: $0, alignment: 4096) }
+    }
+
+    func testVectoredWritesAndReadsMoveEveryBufferInOrder() throws {
+        for engine in [SyncIOEngine(depth: 2) as IOEngine, try UringIOEngine(depth: 2)] {
+            for cached in [false, true] {
+                let path = "\(directory)/v-\(engine.kind)-\(cached)"
+                let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                XCTAssertGreaterThanOrEqual(fd, 0)
+                defer { close(fd) }
+                let source = buffers(), target = buffers()
+                defer { (source + target).forEach { $0.deallocate() } }
+                var expected: [UInt8] = []
+                for (n, buffer) in source.enumerated() {
+                    for i in 0..<buffer.count { buffer[i] = UInt8(truncatingIfNeeded: i &* 31 &+ n) }
+                    expected += Array(buffer)
+                }
+                let list = IOVectorList(capacity: 1)   // grows while appending
+                source.forEach { list.append($0) }
+                list.append(UnsafeMutableRawBufferPointer(start: source[0].baseAddress, count: 0))   // left out
+                XCTAssertEqual(list.count, 3)
+                XCTAssertEqual(list.totalLength, 16384)
+                XCTAssertEqual(run(engine, .writev(fd: fd, offset: 4096, vectors: list.vectors, cached: cached)), 16384,
+                               "\(engine.kind) cached=\(cached)")
+                let onDisk = try Data(contentsOf: URL(fileURLWithPath: path))
+                XCTAssertEqual(Array(onDisk.suffix(from: 4096)), expected, "\(engine.kind) cached=\(cached)")
+
+                list.removeAll()
+                target.forEach { list.append($0) }
+                XCTAssertEqual(run(engine, .readv(fd: fd, offset: 4096, vectors: list.vectors)), 16384)
+                XCTAssertEqual(target.flatMap { Array($0) }, expected, "\(engine.kind) cached=\(cached)")
+                // At the end of the file a vectored read stops short, as preadv does.
+                list.removeAll()
+                target.forEach { list.append($0) }
+                XCTAssertEqual(run(engine, .readv(fd: fd, offset: 16384, vectors: list.vectors)), 4096)
+                XCTAssertEqual(Array(target[0]), Array(expected.suffix(4096)))
+                // A descriptor that cannot write gives the syscall's errno.
+                let readOnly = open(path, O_RDONLY | O_CLOEXEC)
+                defer { close(readOnly) }
+                XCTAssertEqual(run(engine, .writev(fd: readOnly, offset: 0, vectors: list.vectors, cached: cached)), -EBADF)
+            }
+        }
+    }
+
+    func testCopiesAndAlignment() {
+        let a = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 4096)
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { a.deallocate(); b.deallocate() }
+        let list = IOVectorList()
+        list.append(a)
+        list.append(b)
+        XCTAssertFalse(list.vectors.isAligned(to: 512), "an 8-byte entry is not block-aligned")
+        let bytes = (0..<20).map { UInt8($0) }
+        XCTAssertEqual(bytes.withUnsafeBytes { list.vectors.copy(from: $0) }, 20)
+        XCTAssertEqual(Array(a), Array(bytes.prefix(8)))
+        XCTAssertEqual(Array(b.prefix(12)), Array(bytes.suffix(12)))
+        var out = [UInt8](repeating: 0, count: 10)
+        XCTAssertEqual(out.withUnsafeMutableBytes { list.vectors.copy(into: $0) }, 10)
+        XCTAssertEqual(out, Array(bytes.prefix(10)))
+        list.removeAll()
+        list.append(b)
+        XCTAssertTrue(list.vectors.isAligned(to: 512))
+    }
+}
