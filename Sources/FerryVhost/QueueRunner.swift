@@ -150,6 +150,8 @@ final class QueueRunner: @unchecked Sendable {
         /// Requests answered later: their chain, and whether a READ's data is in it already.
         var pending: [UInt64: (chain: DescriptorChain, dataInPlace: Bool)] = [:]
         var pushed = false
+        /// READ and WRITE requests whose data stayed in guest memory, and those copied.
+        var dataInPlace = 0, dataCopied = 0
         let queue = self.queue
         let logger = self.logger
         let index = self.index
@@ -206,6 +208,11 @@ final class QueueRunner: @unchecked Sendable {
             }
             let opcode = header.load(UInt32.self, at: 4)!
             let placement = QueueRunner.placeData(opcode: opcode, chain: chain, into: worker.payloadVectors)
+            if placement != .copied {
+                dataInPlace += 1
+            } else if opcode == Opcode.read.rawValue || opcode == Opcode.write.rawValue {
+                dataCopied += 1
+            }
             // Only the headers of a WRITE whose data stays in place are copied.
             let copy = placement == .writeInPlace ? FUSEABI.inHeaderSize + FUSEABI.ioInSize : chain.readableLength
             guard copy <= buffer.capacity else {
@@ -288,5 +295,8 @@ final class QueueRunner: @unchecked Sendable {
         for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
         if pushed, queue.needsSignal() { call.signal() }
         engine.retire(worker)
+        if dataInPlace + dataCopied > 0 {
+            logger.info("queue \(index): \(dataInPlace) READ/WRITE with their data in guest memory, \(dataCopied) copied")
+        }
     }
 }

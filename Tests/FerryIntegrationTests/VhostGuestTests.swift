@@ -99,6 +99,22 @@ final class VhostGuestTests: XCTestCase {
         return String(output.prefix(64))
     }
 
+    /// What queue `queue` reported when it stopped: READ/WRITE requests whose data stayed in
+    /// guest memory, and those copied (QueueRunner's last log line), summed over its runs.
+    static func dataPlacement(_ log: String, queue: Int) -> (inPlace: Int, copied: Int)? {
+        let prefix = "queue \(queue): "
+        var found = false, inPlace = 0, copied = 0
+        for line in log.split(separator: "\n") {
+            guard let range = line.range(of: prefix), line.contains("READ/WRITE with their data in guest memory") else { continue }
+            let words = line[range.upperBound...].split(separator: " ")
+            guard words.count > 8, let a = Int(words[0]), let b = Int(words[8]) else { continue }
+            found = true
+            inPlace += a
+            copied += b
+        }
+        return found ? (inPlace, copied) : nil
+    }
+
     func testGuestWorkloadThroughFerry() throws {
         try Self.requireGuestImage()
         let scratch = try Scratch.directory("ferry-vhost")
@@ -160,6 +176,10 @@ final class VhostGuestTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: source + "/sl"), "d1/b.txt")
         let (xattrStatus, xattr) = try runCommand(["getfattr", "--absolute-names", "--only-values", "-n", "user.left", source + "/d1/b.txt"])
         if xattrStatus == 0 { XCTAssertEqual(xattr, "for-host") }
+        // Every READ and WRITE of all that (buffered, O_DIRECT, fio) ran on guest memory in place.
+        let (inPlace, copied) = try XCTUnwrap(Self.dataPlacement(server.log, queue: 1), server.log)
+        XCTAssertGreaterThan(inPlace, 64 * 4, "the 64 MiB file alone takes more READs and WRITEs: \(server.log)")
+        XCTAssertEqual(copied, 0, server.log)
         // The guest powered off: Ferry released the connection and exited 0 (no --persist).
         XCTAssertEqual(exit, 0, server.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: server.socket), "socket file left behind")

@@ -75,3 +75,67 @@ extension VhostProtocolTests {
         XCTAssertFalse(book.contains("error"), book.all)
     }
 }
+
+extension VhostProtocolTests {
+    /// An O_DIRECT host file and guest buffers at odd addresses: the data goes through Ferry's
+    /// page-aligned buffers (the host would refuse the guest's), and arrives intact both ways.
+    func testODirectWithUnalignedGuestBuffersGoesThroughAlignedBuffers() throws {
+        let ram = try FakeRAM(directory + "/ram")
+        let kick = try EventCounter(), call = try EventCounter()
+        let client = try startDevice(ram, kick: kick, call: call)
+        defer { withExtendedLifetime(client) {} }
+        func run(readable: [(UInt64, Int)], writable: [(UInt64, Int)]) -> UInt32? {
+            let all = readable.map { ($0.0, $0.1, UInt16(0)) } + writable.map { ($0.0, $0.1, UInt16(2)) }
+            for (i, (address, length, flags)) in all.enumerated() {
+                ram.descriptor(i, addr: address, len: UInt32(length), flags: flags | (i == all.count - 1 ? 0 : 1), next: UInt16(i + 1))
+            }
+            let before = ram.usedIdx
+            ram.offer(0)
+            kick.signal()
+            guard waitFor({ ram.usedIdx == before &+ 1 }) else { return nil }
+            return ram.used(Int(before) % FakeRAM.qsize).len
+        }
+        func status(at gpa: UInt64) -> Int32 { ram.read(16, at: gpa).withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) } }
+        let initRequest = Self.initRequest(unique: 1)
+        ram.write(initRequest, at: 0x10000)
+        XCTAssertNotNil(run(readable: [(0x10000, initRequest.count)], writable: [(0x11000, 256)]))
+        let flags = UInt32(O_RDWR | HostFlags.oDirect)
+        let create = Self.request(35, unique: 2, node: 1, Self.u32(flags) + Self.u32(0o100644) + Self.u32(0) + Self.u32(0)
+            + Array("direct\0".utf8))
+        ram.write(create, at: 0x12000)
+        XCTAssertNotNil(run(readable: [(0x12000, create.count)], writable: [(0x13000, 512)]))
+        XCTAssertEqual(status(at: 0x13000), 0, "CREATE failed: \(book.all)")
+        let fh = ram.read(8, at: 0x13000 + 16 + 128).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        func io(_ size: Int, offset: UInt64) -> [UInt8] {
+            Self.u64(fh) + Self.u64(offset) + Self.u32(UInt32(size)) + Self.u32(0) + Self.u64(0) + Self.u32(flags) + Self.u32(0)
+        }
+        // The server (in this process) holds the host file open with O_DIRECT, which refuses
+        // buffers at these addresses: only the aligned bounce makes the requests work.
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
+        let direct = fds.filter { fd in
+            guard (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)) == directory + "/src/direct",
+                  let info = try? String(contentsOfFile: "/proc/self/fdinfo/" + fd, encoding: .utf8),
+                  let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") }),
+                  let value = Int32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) else { return false }
+            return value & HostFlags.oDirect != 0
+        }
+        XCTAssertFalse(direct.isEmpty, "the host file is not open with O_DIRECT")
+        let data = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        ram.write(Array(data[..<100]), at: 0x40007)
+        ram.write(Array(data[100...]), at: 0x50003)
+        var write = Self.request(16, unique: 3, node: 2, io(data.count, offset: 4096))
+        write.replaceSubrange(0..<4, with: Self.u32(UInt32(write.count + data.count)))
+        ram.write(write, at: 0x14000)
+        XCTAssertEqual(run(readable: [(0x14000, write.count), (0x40007, 100), (0x50003, 8092)], writable: [(0x15000, 24)]), 24)
+        XCTAssertEqual(status(at: 0x15000), 0, book.all)
+        XCTAssertEqual(ram.read(4, at: 0x15010).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }, 8192)
+        let onHost = Array(try Data(contentsOf: URL(fileURLWithPath: directory + "/src/direct")))
+        XCTAssertEqual(Array(onHost.suffix(from: 4096)), data)
+
+        let read = Self.request(15, unique: 4, node: 2, io(8192, offset: 4096))
+        ram.write(read, at: 0x16000)
+        XCTAssertEqual(run(readable: [(0x16000, read.count)], writable: [(0x17000, 16), (0x60005, 3000), (0x70001, 5192)]), 16 + 8192)
+        XCTAssertEqual(status(at: 0x17000), 0, book.all)
+        XCTAssertEqual(ram.read(3000, at: 0x60005) + ram.read(5192, at: 0x70001), data)
+    }
+}
