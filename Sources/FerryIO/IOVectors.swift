@@ -52,30 +52,31 @@ public struct IOVectors: @unchecked Sendable {
         for i in 0..<count { body(UnsafeMutableRawBufferPointer(start: base[i].iov_base, count: base[i].iov_len)) }
     }
 
-    /// Copies the first `count` bytes these buffers name into `destination` (at most its size);
+    /// Copies the bytes these buffers name into `destination`, in order, as far as it reaches;
     /// returns how many.
     @discardableResult
     public func copy(into destination: UnsafeMutableRawBufferPointer) -> Int {
-        var at = 0
-        forEach { segment in
-            let n = min(segment.count, destination.count - at)
-            guard n > 0 else { return }
-            UnsafeMutableRawBufferPointer(rebasing: destination[at..<(at + n)])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: segment[0..<n]))
-            at += n
+        pairUp(count: destination.count) { segment, range in
+            UnsafeMutableRawBufferPointer(rebasing: destination[range]).copyMemory(from: UnsafeRawBufferPointer(segment))
         }
-        return at
     }
 
     /// Copies `source` into these buffers, in order, as far as they reach; returns how many.
     @discardableResult
     public func copy(from source: UnsafeRawBufferPointer) -> Int {
+        pairUp(count: source.count) { segment, range in
+            segment.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[range]))
+        }
+    }
+
+    /// Walks the entries against a flat buffer of `count` bytes: `body` gets each entry's piece
+    /// (cut to what is left) and the flat range it pairs with. Returns the bytes paired.
+    private func pairUp(count: Int, _ body: (UnsafeMutableRawBufferPointer, Range<Int>) -> Void) -> Int {
         var at = 0
         forEach { segment in
-            let n = min(segment.count, source.count - at)
+            let n = min(segment.count, count - at)
             guard n > 0 else { return }
-            UnsafeMutableRawBufferPointer(rebasing: segment[0..<n])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[at..<(at + n)]))
+            body(UnsafeMutableRawBufferPointer(rebasing: segment[0..<n]), at..<(at + n))
             at += n
         }
         return at

@@ -6,36 +6,17 @@ import XCTest
 /// `.readv` and `.writev`: both engines move the bytes of several buffers in order, as
 /// preadv/pwritev do, through the ring (O_DIRECT) and at submission (page cache), and
 /// `IOVectorList` keeps the entries it is given.
-final class VectoredIOTests: XCTestCase {
-    private var directory = ""
-
-    override func setUpWithError() throws {
-        var template = Array("/tmp/ferry-iov-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw XCTSkip("mkdtemp failed") }
-        directory = String(cString: made)
-    }
-
-    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
-
-    private func run(_ engine: IOEngine, _ operation: IOOperation) -> Int32 {
-        engine.submit(operation, slot: 1)
-        engine.flush()
-        var result: Int32?
-        while result == nil { engine.reap(wait: true) { result = $0.result } }
-        return result!
-    }
-
+extension IOEngineTests {
     /// Three page-aligned buffers of different sizes (a guest's pages are like that).
-    private func buffers() -> [UnsafeMutableRawBufferPointer] {
+    func buffers() -> [UnsafeMutableRawBufferPointer] {
         [4096, 8192, 4096].map { UnsafeMutableRawBufferPointer.allocate(byteCount: $0, alignment: 4096) }
     }
 
     func testVectoredWritesAndReadsMoveEveryBufferInOrder() throws {
-        for engine in [SyncIOEngine(depth: 2) as IOEngine, try UringIOEngine(depth: 2)] {
+        for engine in try engines(depth: 2) {
             for cached in [false, true] {
                 let path = "\(directory)/v-\(engine.kind)-\(cached)"
-                let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-                XCTAssertGreaterThanOrEqual(fd, 0)
+                let fd = try open("v-\(engine.kind)-\(cached)")
                 defer { close(fd) }
                 let source = buffers(), target = buffers()
                 defer { (source + target).forEach { $0.deallocate() } }
@@ -64,7 +45,7 @@ final class VectoredIOTests: XCTestCase {
                 XCTAssertEqual(run(engine, .readv(fd: fd, offset: 16384, vectors: list.vectors)), 4096)
                 XCTAssertEqual(Array(target[0]), Array(expected.suffix(4096)))
                 // A descriptor that cannot write gives the syscall's errno.
-                let readOnly = open(path, O_RDONLY | O_CLOEXEC)
+                let readOnly = try open("v-\(engine.kind)-\(cached)", O_RDONLY)
                 defer { close(readOnly) }
                 XCTAssertEqual(run(engine, .writev(fd: readOnly, offset: 0, vectors: list.vectors, cached: cached)), -EBADF)
             }
