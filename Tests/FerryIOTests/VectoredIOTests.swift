@@ -1,4 +1,4 @@
-import FerryIO
+@testable import FerryIO
 import Foundation
 import Glibc
 import XCTest
@@ -70,5 +70,39 @@ extension IOEngineTests {
         list.removeAll()
         list.append(b)
         XCTAssertTrue(list.vectors.isAligned(to: 512))
+    }
+
+    /// What a short write continues with, and a READ's cut to the size asked for.
+    func testDroppingAndTruncating() {
+        let a = UnsafeMutableRawBufferPointer.allocate(byteCount: 100, alignment: 16)
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 200, alignment: 16)
+        let c = UnsafeMutableRawBufferPointer.allocate(byteCount: 300, alignment: 16)
+        defer { [a, b, c].forEach { $0.deallocate() } }
+        let list = IOVectorList()
+        [a, b, c].forEach { list.append($0) }
+        // 150 bytes written: a is done, b continues at its 50th byte.
+        let rest = list.vectors.dropping(150)
+        var pieces: [UnsafeMutableRawBufferPointer] = []
+        rest.forEach { pieces.append($0) }
+        XCTAssertEqual(pieces.map(\.baseAddress), [b.baseAddress! + 50, c.baseAddress])
+        XCTAssertEqual(pieces.map(\.count), [150, 300])
+        XCTAssertEqual(rest.totalLength, 450)
+        // Exactly at an entry's end: the next entry whole.
+        let next = rest.dropping(150)
+        XCTAssertEqual(next.count, 1)
+        XCTAssertEqual(next.totalLength, 300)
+
+        list.removeAll()
+        [a, b, c].forEach { list.append($0) }
+        list.truncate(to: 250)
+        pieces = []
+        list.vectors.forEach { pieces.append($0) }
+        XCTAssertEqual(pieces.map(\.count), [100, 150])
+        XCTAssertEqual(list.totalLength, 250)
+        list.truncate(to: 1000)   // longer than it is: unchanged
+        XCTAssertEqual(list.totalLength, 250)
+        list.truncate(to: 0)
+        XCTAssertEqual(list.count, 0)
+        XCTAssertEqual(list.vectors.totalLength, 0)
     }
 }

@@ -35,7 +35,8 @@ while (($#)); do
 done
 export GUEST_ACCEL=${GUEST_ACCEL:-tcg}
 WORK=$(mktemp -d /var/tmp/vmbench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+KEEP_WORK=   # set when a guest fails: its output and the backend's log stay for a look
+trap '[ -n "$KEEP_WORK" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"' EXIT
 mkdir "$WORK/src"
 head -c "${FILE_MB}M" /dev/urandom > "$WORK/src/data.bin"
 "$GUEST/build-image.sh" >/dev/null
@@ -79,7 +80,10 @@ run() { # backend round
 	local pid=$!
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 	"$GUEST/run-guest.sh" -q --socket "$sock" --tag bench --timeout 900 --copy "$WORK/workload.sh:/harness/workload.sh" \
-		-- 'sh /harness/workload.sh' > "$WORK/$b.$r.out" 2>&1 || echo "guest on $b failed (round $r); see $WORK/$b.$r.out" >&2
+		-- 'sh /harness/workload.sh' > "$WORK/$b.$r.out" 2>&1 || {
+		echo "guest on $b failed (round $r); see $WORK/$b.$r.out and $log" >&2
+		KEEP_WORK=1
+	}
 	for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 	kill $pid 2>/dev/null || true
 	wait $pid 2>/dev/null || true
