@@ -85,7 +85,8 @@ run() { # backend round
 		KEEP_WORK=1
 	}
 	for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-	kill $pid 2>/dev/null || true
+	# $pid is /usr/bin/time's: end the backend under it too (it waits for a guest that failed).
+	kill $(cat /proc/$pid/task/*/children 2>/dev/null) $pid 2>/dev/null || true
 	wait $pid 2>/dev/null || true
 }
 for r in $(seq "$ROUNDS"); do
