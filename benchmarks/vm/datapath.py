@@ -6,7 +6,10 @@ guest's pages are), on a 64 MiB host file in the page cache (so the host disk is
 picture). Prints requests per second and Ferry's CPU time per request (utime + stime from
 /proc). Compare two builds in one run with several FERRY binaries.
 
-Usage: benchmarks/vm/datapath.py [--requests N] [--depth D] [--rounds R] FERRY_BIN [FERRY_BIN ...]
+With --direct the guest opens the file O_DIRECT, and so does Ferry on the host: the data then
+comes from and goes to the host's disk (reads and writes through io_uring into guest memory).
+
+Usage: benchmarks/vm/datapath.py [--requests N] [--depth D] [--rounds R] [--direct] FERRY_BIN [FERRY_BIN ...]
 """
 import argparse, os, random, select, shutil, socket, struct, subprocess, sys, tempfile, time
 
@@ -54,7 +57,7 @@ def fuse(opcode, unique, node, body):
     return struct.pack("<IIQQIIIHH", 40 + len(body), opcode, unique, node, 0, 0, 1, 0, 0) + body
 
 
-def run(binary, requests, depth, opcode):
+def run(binary, requests, depth, opcode, direct=False):
     work = tempfile.mkdtemp(prefix="ferry-datapath.")
     src, sock_path = os.path.join(work, "src"), os.path.join(work, "sock")
     os.mkdir(src)
@@ -117,7 +120,8 @@ def run(binary, requests, depth, opcode):
         submit(0, fuse(1, 3, 1, b"data\0"), [], [])
         os.eventfd_write(kick, 1); wait(1)
         node = struct.unpack_from("<Q", mem, HEADERS + 0x800 + 16)[0]
-        submit(0, fuse(14, 4, node, struct.pack("<II", os.O_RDWR, 0)), [], [])
+        flags = os.O_RDWR | (os.O_DIRECT if direct else 0)
+        submit(0, fuse(14, 4, node, struct.pack("<II", flags, 0)), [], [])
         os.eventfd_write(kick, 1); wait(1)
         err, = struct.unpack_from("<i", mem, HEADERS + 0x800 + 4)
         assert err == 0, f"OPEN failed: {err}"
@@ -139,7 +143,7 @@ def run(binary, requests, depth, opcode):
             batch = min(depth, requests - sent) if sent == done else 0
             for slot in range(batch):
                 offset = ((sent + slot) % chunks) << 20
-                body = struct.pack("<QQIIQII", fh, offset, 1 << 20, 0, 0, os.O_RDWR, 0)
+                body = struct.pack("<QQIIQII", fh, offset, 1 << 20, 0, 0, flags, 0)
                 if opcode == 16:
                     req = bytearray(fuse(16, unique, node, body))
                     struct.pack_into("<I", req, 0, len(req) + (1 << 20))
@@ -168,13 +172,14 @@ def main():
     p.add_argument("--requests", type=int, default=2048)
     p.add_argument("--depth", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--direct", action="store_true")
     p.add_argument("binaries", nargs="+")
     a = p.parse_args()
     results = {}
     for r in range(a.rounds):
         for b in a.binaries:
             for name, opcode in (("write-1M", 16), ("read-1M", 15)):
-                results.setdefault((b, name), []).append(run(b, a.requests, a.depth, opcode))
+                results.setdefault((b, name), []).append(run(b, a.requests, a.depth, opcode, a.direct))
     import statistics
     print(f"| binary | workload | requests/s (MiB/s) | Ferry CPU µs per request |")
     print("|---|---|---|---|")
@@ -182,7 +187,8 @@ def main():
         rate = statistics.median(v[0] for v in values)
         cpu = statistics.median(v[1] for v in values)
         print(f"| {b} | {name} | {rate:.0f} | {cpu:.0f} |")
-    print(f"\nmedian of {a.rounds} round(s), {a.requests} requests each, {a.depth} in flight")
+    print(f"\nmedian of {a.rounds} round(s), {a.requests} requests each, {a.depth} in flight"
+          + (", O_DIRECT" if a.direct else ", page cache"))
 
 
 if __name__ == "__main__":
