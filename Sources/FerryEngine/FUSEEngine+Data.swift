@@ -48,7 +48,10 @@ extension FUSEEngine {
                 // An O_DIRECT host file and buffers it cannot take: the data goes through the
                 // slot's request buffer, where it starts on a page boundary.
                 let room = slot.request.mutableBytes[FUSEABI.writePayloadOffset...]
-                guard vectors.totalLength <= room.count else { throw Errno.invalid }
+                guard vectors.totalLength <= room.count else {
+                    logger.error("#\(request.header.unique) WRITE of \(vectors.totalLength) bytes to an O_DIRECT file from unaligned guest buffers exceeds the \(room.count)-byte bounce buffer; answering EINVAL")
+                    throw Errno.invalid
+                }
                 let copied = vectors.copy(into: UnsafeMutableRawBufferPointer(rebasing: room))
                 operation = .write(fd: fd, offset: offset, data: UnsafeRawBufferPointer(rebasing: room.prefix(copied)),
                                    cached: cached)
