@@ -65,9 +65,13 @@ final class VhostGuestTests: XCTestCase {
         private let collected = Collected()
         private let reader: Thread
 
-        init(socket: String, copies: [String], command: String, timeout: Int, extra: [String] = []) throws {
+        /// `kernel`: the guest kernel's release (one installed under /lib/modules), instead of
+        /// the one linux-image-amd64 names.
+        init(socket: String, copies: [String], command: String, timeout: Int, extra: [String] = [],
+             kernel: String? = nil) throws {
             var environment = ProcessInfo.processInfo.environment
             if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
+            if let kernel { environment["GUEST_KERNEL_VERSION"] = kernel }
             process.executableURL = URL(fileURLWithPath: VhostGuestTests.guestDir + "/run-guest.sh")
             process.arguments = ["--socket", socket, "--tag", "ferrytest", "--timeout", "\(timeout)", "-q"]
                 + copies.flatMap { ["--copy", $0] } + extra + ["--", command]
@@ -89,8 +93,9 @@ final class VhostGuestTests: XCTestCase {
     }
 
     /// Boots a guest on `socket` running `command`; returns (status, stdout + stderr).
-    static func boot(socket: String, copies: [String], command: String, timeout: Int = 900, extra: [String] = []) throws -> (Int32, String) {
-        try Guest(socket: socket, copies: copies, command: command, timeout: timeout, extra: extra).finish()
+    static func boot(socket: String, copies: [String], command: String, timeout: Int = 900, extra: [String] = [],
+                     kernel: String? = nil) throws -> (Int32, String) {
+        try Guest(socket: socket, copies: copies, command: command, timeout: timeout, extra: extra, kernel: kernel).finish()
     }
 
     static func sha256(_ path: String) throws -> String {
