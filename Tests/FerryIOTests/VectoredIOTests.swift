@@ -105,4 +105,24 @@ extension IOEngineTests {
         XCTAssertEqual(list.count, 0)
         XCTAssertEqual(list.vectors.totalLength, 0)
     }
+
+    /// io_uring would hand a buffered write to a worker thread: the engine runs a `cached`
+    /// writev with pwritev at submission instead, as it does a `cached` write.
+    func testBufferedVectoredWritesRunAtSubmission() throws {
+        let engine = try UringIOEngine(depth: 2)
+        let fd = try open("submission")
+        defer { close(fd) }
+        let source = buffers()
+        defer { source.forEach { $0.deallocate() } }
+        let list = IOVectorList()
+        source.forEach { list.append($0) }
+        engine.submit(.writev(fd: fd, offset: 0, vectors: list.vectors, cached: true), slot: 1)
+        var st = stat()
+        XCTAssertEqual(fstat(fd, &st), 0)
+        XCTAssertEqual(st.st_size, 16384, "written before any flush or reap")
+        var results: [Int32] = []
+        engine.reap(wait: false) { results.append($0.result) }
+        XCTAssertEqual(results, [16384])
+        XCTAssertEqual(engine.inFlight, 0)
+    }
 }
