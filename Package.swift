@@ -55,7 +55,7 @@ let package = Package(
         .target(name: "CFerryVhost"),
         // The vhost-user-fs back-end: message framing, guest memory, split virtqueues, queue threads.
         .target(name: "FerryVhost", dependencies: [
-            "CFerryVhost", "FerryEngine", "FerryProtocol", "FerrySystem",
+            "CFerryVhost", "FerryEngine", "FerryIO", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Fuzz targets: every parser of untrusted input as a function of bytes (README, "Fuzzing").
@@ -84,7 +84,7 @@ let package = Package(
         ]),
         // vhost-user framing, guest memory translation and split virtqueues, without a guest.
         .testTarget(name: "FerryVhostTests", dependencies: [
-            "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerrySystem",
+            "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerryIO", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.

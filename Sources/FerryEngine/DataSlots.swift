@@ -25,6 +25,14 @@ final class DataSlots {
         var opcode: Opcode = .read
         /// The open file the operation runs on, kept until it completes.
         var file: OpenFileTable.OpenFile?
+        /// Where the data of a READ or WRITE lives when the transport keeps it out of the
+        /// request and reply buffers (vhost-user: guest memory); used when `vectorPayload`.
+        let vectors = IOVectorList()
+        /// The transport filled `vectors` for this request (`FUSEEngine.handle(payloadInVectors:)`).
+        var vectorPayload = false
+        /// A READ for `vectors` ran into the reply buffer instead (an O_DIRECT host file and
+        /// buffers it cannot take); its completion copies the bytes over.
+        var bounced = false
 
         init(index: Int, requestCapacity: Int, replyCapacity: Int) {
             self.index = index

@@ -19,17 +19,47 @@ extension FUSEEngine {
         case let .read(io):
             file = try fs.openFile(io.fh)
             let slot = data.current
-            let limit = min(Int(io.size), Int(options.maxWrite))
+            slot.bounced = false
+            if slot.vectorPayload {
+                slot.vectors.truncate(to: Int(io.size))
+                if !file.direct || slot.vectors.vectors.isAligned(to: FUSEEngine.directAlignment) {
+                    operation = .readv(fd: file.fd.rawValue, offset: try hostOffset(io.offset), vectors: slot.vectors.vectors)
+                    break
+                }
+                slot.bounced = true   // read into the aligned reply buffer; `encodeDataReply` copies it over
+            }
+            let limit = min(slot.vectorPayload ? slot.vectors.totalLength : Int(io.size), Int(options.maxWrite))
             let payload = UnsafeMutableRawBufferPointer(rebasing: slot.reply.mutableBytes[FUSEABI.readPayloadOffset...].prefix(limit))
             operation = .read(fd: file.fd.rawValue, offset: try hostOffset(io.offset), buffer: payload)
         case let .write(io, bytes):
             file = try fs.writableFile(io.fh)
+            let slot = data.current
             let pageCache = io.ioFlags & RequestFlags.writeCache != 0
             let fd = file.descriptor(forPageCacheWrite: pageCache)
-            operation = .write(fd: fd, offset: try hostOffset(io.offset),
-                               data: bytes.withUnsafeBytes { $0 },   // lives in the slot's request buffer
-                               cached: !file.direct || fd != file.fd.rawValue)
+            let cached = !file.direct || fd != file.fd.rawValue
+            let offset = try hostOffset(io.offset)
             submitNow = true   // the host clears set-id bits by the credentials of the submitting thread
+            if slot.vectorPayload {
+                let vectors = slot.vectors.vectors
+                if cached || vectors.isAligned(to: FUSEEngine.directAlignment) {
+                    operation = .writev(fd: fd, offset: offset, vectors: vectors, cached: cached)
+                    break
+                }
+                // An O_DIRECT host file and buffers it cannot take: the data goes through the
+                // slot's request buffer, where it starts on a page boundary.
+                let room = slot.request.mutableBytes[FUSEABI.writePayloadOffset...]
+                guard vectors.totalLength <= room.count else {
+                    logger.error("#\(request.header.unique) WRITE of \(vectors.totalLength) bytes to an O_DIRECT file from unaligned guest buffers exceeds the \(room.count)-byte bounce buffer; answering EINVAL")
+                    throw Errno.invalid
+                }
+                let copied = vectors.copy(into: UnsafeMutableRawBufferPointer(rebasing: room))
+                operation = .write(fd: fd, offset: offset, data: UnsafeRawBufferPointer(rebasing: room.prefix(copied)),
+                                   cached: cached)
+                break
+            }
+            operation = .write(fd: fd, offset: offset,
+                               data: bytes.withUnsafeBytes { $0 },   // lives in the slot's request buffer
+                               cached: cached)
         case let .fsync(fh, flags), let .fsyncdir(fh, flags):
             file = try fs.openFile(fh)
             operation = .fsync(fd: file.fd.rawValue, dataOnly: flags & RequestFlags.fsyncDataOnly != 0)
@@ -50,6 +80,10 @@ extension FUSEEngine {
         if submitNow { data.io.flush() }
         return .submitted
     }
+
+    /// Buffer alignment an O_DIRECT host file gets without a bounce through Ferry's own
+    /// page-aligned buffers (the page size: block sizes up to 4 KiB).
+    static let directAlignment = 4096
 
     /// A FUSE offset as a host file offset (io_uring would take 2^64 - 1 as "the file position").
     private func hostOffset(_ offset: UInt64) throws(Errno) -> Int64 {
@@ -94,6 +128,17 @@ extension FUSEEngine {
             writer = WireWriter(slot.request, offset: 0)
             ReplyFraming.finishError(&writer, unique: slot.unique, errno: -result)
             logData(slot, "\(Errno(rawValue: -result))")
+        } else if slot.opcode == .read, slot.vectorPayload {
+            // The data is in the transport's buffers already: the reply is the header, with a
+            // length that counts it.
+            if slot.bounced {
+                let bytes = slot.reply.mutableBytes[FUSEABI.readPayloadOffset...].prefix(Int(result))
+                slot.vectors.vectors.copy(from: UnsafeRawBufferPointer(rebasing: bytes))
+            }
+            writer = WireWriter(slot.request, offset: ReplyFraming.bodyOffset)
+            ReplyFraming.finishSuccess(&writer, unique: slot.unique)
+            writer.patch(UInt32(ReplyFraming.bodyOffset + Int(result)), at: 0)
+            logData(slot, "ok, \(result) bytes read into place\(slot.bounced ? " (through the reply buffer)" : "")")
         } else if slot.opcode == .read {
             writer = WireWriter(slot.reply, offset: ReplyFraming.bodyOffset + Int(result))
             ReplyFraming.finishSuccess(&writer, unique: slot.unique)

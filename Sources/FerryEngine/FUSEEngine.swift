@@ -113,10 +113,27 @@ public final class FUSEEngine: Sendable {
     }
 
     /// Handles one request; the result's bytes live in `worker`'s reply buffer until the next call.
-    public func handle(_ bytes: ByteView, worker: Worker) -> EngineResult {
+    ///
+    /// `payloadInVectors`: the request is a READ or WRITE whose data stays where the transport
+    /// has it, in the buffers it put into `worker.payloadVectors` (vhost-user: guest memory).
+    /// `bytes` then hold the headers only (`fuse_in_header.len` still counts a WRITE's data);
+    /// the host file is read into or written from those buffers, and a READ's reply carries its
+    /// header alone, with a length that counts the bytes already in place.
+    public func handle(_ bytes: ByteView, worker: Worker, payloadInVectors: Bool = false) -> EngineResult {
         let header: InHeader
+        var detached = 0
+        if payloadInVectors {
+            guard worker.canTakeRequest else {
+                logger.error("request with its data in place while no I/O slot is free; dropped")
+                return .noReply
+            }
+            worker.data.current.vectorPayload = true
+            if bytes.load(UInt32.self, at: 4) == Opcode.write.rawValue { detached = worker.payloadVectors.totalLength }
+        } else if worker.canTakeRequest {
+            worker.data.current.vectorPayload = false
+        }
         do {
-            header = try RequestDecoder.header(bytes)
+            header = try RequestDecoder.header(bytes, detached: detached)
         } catch {
             logger.error("dropping undecodable request (\(bytes.count) bytes): \(error)")
             return .noReply
@@ -126,7 +143,13 @@ public final class FUSEEngine: Sendable {
         let request: Request
         do {
             let ext = InitFlags(rawValue: agreedFlags.load(ordering: .acquiring)).contains(.setxattrExt)
-            request = try RequestDecoder.decode(bytes, setxattrExt: ext)
+            request = try RequestDecoder.decode(bytes, setxattrExt: ext, detached: detached)
+            if payloadInVectors {
+                switch request.operation {
+                case .read, .write: break
+                default: throw DecodeError.invalidField("data in place for a request that is neither READ nor WRITE")
+                }
+            }
         } catch {
             let name = Opcode(rawValue: header.opcode)?.description ?? "opcode \(header.opcode)"
             logger.error("#\(header.unique) \(name): malformed request: \(error); answering EINVAL")

@@ -1,3 +1,4 @@
+import FerryIO
 import FerryProtocol
 import FerrySystem
 
@@ -45,6 +46,12 @@ public final class Worker {
     /// on a page boundary (an O_DIRECT host file takes it as it is; protocol/fuse-abi.md,
     /// "Buffer layout"). Only while `canTakeRequest`.
     public var requestBuffer: MessageBuffer { data.current.request }
+
+    /// Where a transport that leaves a READ's or WRITE's data in place (vhost-user: guest
+    /// memory) puts the buffers of the next request's data, before `FUSEEngine.handle(_:worker:
+    /// payloadInVectors: true)`. The free slot's list, like `requestBuffer`; only while
+    /// `canTakeRequest`.
+    public var payloadVectors: IOVectorList { data.current.vectors }
 
     /// Whether a request can be read now: false while every slot of the I/O engine is in flight
     /// (then `FUSEEngine.completeData(wait: true)` frees one).

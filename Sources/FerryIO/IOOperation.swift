@@ -9,6 +9,12 @@ public enum IOOperation {
     /// pwrite(2) of all of `data` at `offset` (short writes continue where they stopped).
     /// `cached`: the descriptor writes through the page cache (not O_DIRECT).
     case write(fd: Int32, offset: Int64, data: UnsafeRawBufferPointer, cached: Bool)
+    /// preadv(2): up to `vectors.totalLength` bytes at `offset` into the buffers `vectors`
+    /// names, in order (a short read is the end of the file, as for `read`).
+    case readv(fd: Int32, offset: Int64, vectors: IOVectors)
+    /// pwritev(2) of all the bytes `vectors` names, in order (short writes continue where they
+    /// stopped). `cached` as for `write`.
+    case writev(fd: Int32, offset: Int64, vectors: IOVectors, cached: Bool)
     /// fsync(2), or fdatasync(2) when `dataOnly`.
     case fsync(fd: Int32, dataOnly: Bool)
     /// fallocate(2) with any mode.

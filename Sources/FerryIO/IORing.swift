@@ -61,6 +61,10 @@ final class IORing {
             io_uring_prep_read(sqe, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(offset))
         case let .write(fd, offset, data, _):
             io_uring_prep_write(sqe, fd, data.baseAddress, UInt32(data.count), UInt64(offset))
+        case let .readv(fd, offset, vectors):
+            io_uring_prep_readv(sqe, fd, vectors.base, UInt32(vectors.count), UInt64(offset))
+        case let .writev(fd, offset, vectors, _):
+            io_uring_prep_writev(sqe, fd, vectors.base, UInt32(vectors.count), UInt64(offset))
         case let .fsync(fd, dataOnly):
             io_uring_prep_fsync(sqe, fd, dataOnly ? UInt32(IORING_FSYNC_DATASYNC) : 0)
         case let .fallocate(fd, mode, offset, length):

@@ -40,6 +40,10 @@ public final class SyncIOEngine: IOEngine {
                 return Int32(try Host.pread(fd, into: buffer, offset: offset))
             case let .write(fd, offset, data, _):
                 return Int32(try Host.pwrite(fd, data, offset: offset))
+            case let .readv(fd, offset, vectors):
+                return Int32(try Host.preadv(fd, vectors.base, count: vectors.count, offset: offset))
+            case let .writev(fd, offset, vectors, _):
+                return Int32(try writeAll(fd, vectors, offset: offset))
             case let .fsync(fd, dataOnly):
                 try Host.fsync(fd, dataOnly: dataOnly)
             case let .fallocate(fd, mode, offset, length):
@@ -49,5 +53,18 @@ public final class SyncIOEngine: IOEngine {
         } catch {
             return -error.rawValue
         }
+    }
+
+    /// pwritev(2) of everything `vectors` names, continuing short writes; the bytes written.
+    private static func writeAll(_ fd: Int32, _ vectors: IOVectors, offset: Int64) throws(Errno) -> Int {
+        let total = vectors.totalLength
+        var done = 0, rest = vectors
+        while done < total {
+            let n = try Host.pwritev(fd, rest.base, count: rest.count, offset: offset + Int64(done))
+            if n == 0 { break }
+            done += n
+            if done < total { rest = rest.dropping(n) }
+        }
+        return done
     }
 }

@@ -50,6 +50,10 @@ public final class UringIOEngine: IOEngine {
             finishedAtSubmission.append(IOCompletion(slot: slot, result: SyncIOEngine.run(operation)))
             return
         }
+        if case .writev(_, _, _, cached: true) = operation {   // pwritev, for the same reason
+            finishedAtSubmission.append(IOCompletion(slot: slot, result: SyncIOEngine.run(operation)))
+            return
+        }
         operations[slot] = operation
         written[slot] = 0
         enqueue(operation, slot: slot)
@@ -134,9 +138,22 @@ public final class UringIOEngine: IOEngine {
             enqueue(rest, slot: slot)
             return nil
         }
+        if let rest = vectoredRest(operation, result: result) {
+            written[slot] += result
+            operations[slot] = rest
+            enqueue(rest, slot: slot)
+            return nil
+        }
         operations[slot] = nil
         inFlight -= 1
         let total = result >= 0 ? written[slot] + result : result
         return IOCompletion(slot: slot, result: total)
+    }
+
+    /// What is left of a vectored write that wrote only `result` of its bytes (nil: it is done).
+    private func vectoredRest(_ operation: IOOperation, result: Int32) -> IOOperation? {
+        guard case let .writev(fd, offset, vectors, cached) = operation, result > 0,
+              Int(result) < vectors.totalLength else { return nil }
+        return .writev(fd: fd, offset: offset + Int64(result), vectors: vectors.dropping(Int(result)), cached: cached)
     }
 }

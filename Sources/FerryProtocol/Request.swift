@@ -136,13 +136,15 @@ public enum Operation {
 /// `DecodeError`, never a trap.
 public enum RequestDecoder {
     /// Decodes only the header (so that even a bad body can be answered by `unique`).
-    public static func header(_ bytes: ByteView) throws(DecodeError) -> InHeader {
+    /// `detached`: bytes of the request that are not in `bytes` (a WRITE's data left in guest
+    /// memory); `fuse_in_header.len` counts them.
+    public static func header(_ bytes: ByteView, detached: Int = 0) throws(DecodeError) -> InHeader {
         var r = WireReader(bytes)
         let header = InHeader(
             length: try r.read(), opcode: try r.read(), unique: try r.read(), nodeID: try r.read(),
             uid: try r.read(), gid: try r.read(), pid: try r.read(), totalExtensionLength: try r.read())
         try r.skip(2)  // padding
-        guard Int(header.length) == bytes.count else {
+        guard detached >= 0, Int(header.length) - detached == bytes.count else {
             throw .lengthMismatch(header: header.length, received: bytes.count)
         }
         return header
@@ -150,8 +152,14 @@ public enum RequestDecoder {
 
     /// Decodes a whole request. `setxattrExt` says whether SETXATTR carries the 16-byte argument
     /// struct (FUSE_SETXATTR_EXT negotiated) instead of the 8-byte one.
-    public static func decode(_ bytes: ByteView, setxattrExt: Bool = false) throws(DecodeError) -> Request {
-        let header = try header(bytes)
+    /// `detached`: the bytes of a WRITE's data that are not in `bytes` but elsewhere (guest
+    /// memory, see `header`); only a WRITE without extensions may have them.
+    public static func decode(_ bytes: ByteView, setxattrExt: Bool = false, detached: Int = 0) throws(DecodeError) -> Request {
+        let header = try header(bytes, detached: detached)
+        if detached > 0 {
+            guard header.opcode == Opcode.write.rawValue else { throw .invalidField("detached data of a request that is no WRITE") }
+            guard header.totalExtensionLength == 0 else { throw .invalidField("total_extlen with detached data") }
+        }
         let extLength = Int(header.totalExtensionLength) * 8
         guard extLength <= bytes.count - FUSEABI.inHeaderSize else { throw .invalidField("total_extlen") }
         let body = bytes.slice(FUSEABI.inHeaderSize, bytes.count - FUSEABI.inHeaderSize - extLength)!
@@ -251,7 +259,9 @@ public enum RequestDecoder {
             case .readdir: operation = .readdir(io)
             case .readdirplus: operation = .readdirplus(io)
             default:
-                guard Int(io.size) == r.remaining else { throw .invalidField("write size \(io.size) vs \(r.remaining) bytes") }
+                guard Int(io.size) == r.remaining + detached else {
+                    throw .invalidField("write size \(io.size) vs \(r.remaining + detached) bytes")
+                }
                 operation = .write(io, data: r.rest())
             }
         case .flush:

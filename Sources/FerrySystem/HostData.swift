@@ -19,6 +19,18 @@ extension Host {
         return done
     }
 
+    /// preadv(2) into the `count` buffers at `vectors`; returns the bytes read (one call, so
+    /// fewer than asked at the end of the file).
+    public static func preadv(_ fd: Int32, _ vectors: UnsafePointer<iovec>, count: Int, offset: Int64) throws(Errno) -> Int {
+        try retrying { Glibc.preadv(fd, vectors, Int32(count), off_t(offset)) }
+    }
+
+    /// pwritev(2) of the `count` buffers at `vectors`; returns the bytes written by this one
+    /// call (the caller continues a short write).
+    public static func pwritev(_ fd: Int32, _ vectors: UnsafePointer<iovec>, count: Int, offset: Int64) throws(Errno) -> Int {
+        try retrying { Glibc.pwritev(fd, vectors, Int32(count), off_t(offset)) }
+    }
+
     /// fsync(2) or fdatasync(2).
     public static func fsync(_ fd: Int32, dataOnly: Bool) throws(Errno) {
         _ = try retrying { dataOnly ? fdatasync(fd) : Glibc.fsync(fd) }

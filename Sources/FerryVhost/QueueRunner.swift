@@ -1,4 +1,5 @@
 import FerryEngine
+import FerryIO
 import FerryProtocol
 import FerrySystem
 import Glibc
@@ -49,9 +50,10 @@ final class DeferredInbox: Sendable {
 /// puts the reply into the chain's device-writable buffers, then returns the chain on the used
 /// ring and interrupts the guest (as EVENT_IDX allows).
 ///
-/// First version: the request is copied out of guest memory into the worker's request buffer,
-/// and the reply copied back (a zero-copy path through the I/O core's readv/writev on guest
-/// memory is a later step).
+/// The data of READ and WRITE stays in guest memory: only the FUSE headers are copied, and the
+/// worker's I/O engine reads the host file into (or writes it from) the chain's buffers through
+/// iovecs that point into the mapped regions (`placeData`). Every other request is copied into
+/// the worker's request buffer, and its reply copied back.
 final class QueueRunner: @unchecked Sendable {
     let index: Int
     let queue: SplitQueue
@@ -89,6 +91,44 @@ final class QueueRunner: @unchecked Sendable {
     private static let silentOpcodes: Set<UInt32> = [Opcode.forget.rawValue, Opcode.batchForget.rawValue,
                                                       Opcode.interrupt.rawValue]
 
+    /// Most pieces a READ's or WRITE's data may have in guest memory to stay there (IOV_MAX,
+    /// what preadv and io_uring's readv take); a request in more pieces is copied.
+    static let maxDataPieces = 1024
+
+    /// Where a request's data is when the engine gets it.
+    enum DataPlacement {
+        /// In the worker's request buffer, like the rest of the request (and the reply).
+        case copied
+        /// A WRITE's data stays in the chain's readable buffers.
+        case writeInPlace
+        /// A READ's data goes straight into the chain's writable buffers behind the reply header.
+        case readInPlace
+    }
+
+    /// Fills `list` with the guest memory a READ's or WRITE's data occupies in `chain` (behind
+    /// the FUSE headers), already checked against the memory table when the chain was taken;
+    /// `.copied` for every other request, and for data in more than `maxDataPieces` pieces.
+    static func placeData(opcode: UInt32, chain: DescriptorChain, into list: IOVectorList) -> DataPlacement {
+        let headers = FUSEABI.inHeaderSize + FUSEABI.ioInSize
+        list.removeAll()
+        let placement: DataPlacement
+        if opcode == Opcode.write.rawValue, chain.readableLength > headers {
+            chain.forEachSegment(writable: false, after: headers) { list.append($0) }
+            placement = .writeInPlace
+        } else if opcode == Opcode.read.rawValue, chain.readableLength == headers,
+                  chain.writableLength > FUSEABI.outHeaderSize {
+            chain.forEachSegment(writable: true, after: FUSEABI.outHeaderSize) { list.append($0) }
+            placement = .readInPlace
+        } else {
+            return .copied
+        }
+        guard list.count <= maxDataPieces else {
+            list.removeAll()
+            return .copied
+        }
+        return placement
+    }
+
     /// A FUSE_INTERRUPT for request `unique`, as the kernel would send it.
     static func interruptRequest(_ unique: UInt64) -> [UInt8] {
         var bytes: [UInt8] = []
@@ -107,16 +147,24 @@ final class QueueRunner: @unchecked Sendable {
         }
         let worker = engine.makeWorker(deferredReplies: { bytes in inbox.post(bytes) },
                                        notifications: { _ in ENOSYS })   // virtio-fs has no notification queue
-        var pending: [UInt64: DescriptorChain] = [:]
+        /// Requests answered later: their chain, and whether a READ's data is in it already.
+        var pending: [UInt64: (chain: DescriptorChain, dataInPlace: Bool)] = [:]
         var pushed = false
+        /// READ and WRITE requests whose data stayed in guest memory, and those copied.
+        var dataInPlace = 0, dataCopied = 0
         let queue = self.queue
         let logger = self.logger
         let index = self.index
 
-        func complete(_ chain: DescriptorChain, _ bytes: UnsafeRawBufferPointer) {
+        func complete(_ chain: DescriptorChain, _ bytes: UnsafeRawBufferPointer, dataInPlace: Bool = false) {
             var written = 0
             if let n = chain.writeReply(bytes) {
                 written = n
+                // A READ read into place: the header's length counts the data behind it.
+                if dataInPlace, n == FUSEABI.outHeaderSize {
+                    let claimed = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+                    if claimed > n, claimed <= chain.writableLength { written = claimed }
+                }
             } else {
                 logger.error("queue \(index): reply of \(bytes.count) bytes does not fit the chain's \(chain.writableLength) writable bytes")
                 if bytes.count >= FUSEABI.outHeaderSize, chain.writableLength >= FUSEABI.outHeaderSize {
@@ -138,11 +186,11 @@ final class QueueRunner: @unchecked Sendable {
             ReplyFraming.headerOnly(unique: unique, errno: errno).withUnsafeBytes { complete(chain, $0) }
         }
         let send: (ByteView) -> Bool = { reply in
-            guard let unique = reply.load(UInt64.self, at: 8), let chain = pending.removeValue(forKey: unique) else {
+            guard let unique = reply.load(UInt64.self, at: 8), let waiting = pending.removeValue(forKey: unique) else {
                 logger.error("queue \(index): a reply (\(reply.count) bytes) matches no request waiting on this queue")
                 return true
             }
-            reply.withUnsafeBytes { complete(chain, $0) }
+            reply.withUnsafeBytes { complete(waiting.chain, $0, dataInPlace: waiting.dataInPlace) }
             return true
         }
         func handle(_ chain: DescriptorChain) {
@@ -150,22 +198,33 @@ final class QueueRunner: @unchecked Sendable {
             guard chain.readableLength >= FUSEABI.inHeaderSize else {
                 return fail(chain, unique: nil, errno: EIO, "\(chain.readableLength) readable bytes, less than a FUSE header")
             }
-            let n = chain.copyReadable(into: buffer.mutableBytes)
-            let view = buffer.view(count: n)
-            let unique = view.load(UInt64.self, at: 8)!
-            guard chain.readableLength <= buffer.capacity else {
+            // The header first: it says whether the data can stay in guest memory.
+            _ = chain.copyReadable(into: UnsafeMutableRawBufferPointer(rebasing: buffer.mutableBytes[..<FUSEABI.inHeaderSize]))
+            let header = buffer.view(count: FUSEABI.inHeaderSize)
+            let unique = header.load(UInt64.self, at: 8)!
+            let length = Int(header.load(UInt32.self, at: 0)!)
+            guard length == chain.readableLength else {
+                return fail(chain, unique: unique, errno: EIO, "FUSE header says \(length) bytes, the chain holds \(chain.readableLength)")
+            }
+            let opcode = header.load(UInt32.self, at: 4)!
+            let placement = QueueRunner.placeData(opcode: opcode, chain: chain, into: worker.payloadVectors)
+            if placement != .copied {
+                dataInPlace += 1
+            } else if opcode == Opcode.read.rawValue || opcode == Opcode.write.rawValue {
+                dataCopied += 1
+            }
+            // Only the headers of a WRITE whose data stays in place are copied.
+            let copy = placement == .writeInPlace ? FUSEABI.inHeaderSize + FUSEABI.ioInSize : chain.readableLength
+            guard copy <= buffer.capacity else {
                 return fail(chain, unique: unique, errno: EIO, "request of \(chain.readableLength) bytes exceeds the \(buffer.capacity)-byte buffer")
             }
-            let length = Int(view.load(UInt32.self, at: 0)!)
-            guard length == n else {
-                return fail(chain, unique: unique, errno: EIO, "FUSE header says \(length) bytes, the chain holds \(n)")
-            }
-            let opcode = view.load(UInt32.self, at: 4)!
+            let n = chain.copyReadable(into: UnsafeMutableRawBufferPointer(rebasing: buffer.mutableBytes[..<copy]))
+            let view = buffer.view(count: n)
             let silent = QueueRunner.silentOpcodes.contains(opcode)
             guard silent || pending[unique] == nil else {
                 return fail(chain, unique: unique, errno: EBUSY, "unique \(unique) is already in flight")
             }
-            switch engine.handle(view, worker: worker) {
+            switch engine.handle(view, worker: worker, payloadInVectors: placement != .copied) {
             case let .reply(bytes):
                 bytes.withUnsafeBytes { complete(chain, $0) }
             case .noReply:
@@ -173,7 +232,7 @@ final class QueueRunner: @unchecked Sendable {
                     queue.push(head: chain.head, length: 0)
                     pushed = true
                 } else {
-                    pending[unique] = chain   // in the I/O core, or a blocking lock
+                    pending[unique] = (chain, placement == .readInPlace)   // in the I/O core, or a blocking lock
                 }
             }
         }
@@ -235,5 +294,8 @@ final class QueueRunner: @unchecked Sendable {
         for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
         if pushed, queue.needsSignal() { call.signal() }
         engine.retire(worker)
+        if dataInPlace + dataCopied > 0 {
+            logger.info("queue \(index): \(dataInPlace) READ/WRITE with their data in guest memory, \(dataCopied) copied")
+        }
     }
 }

@@ -38,6 +38,24 @@ public struct DescriptorChain {
 
     public init(head: UInt16) { self.head = head }
 
+    /// Calls `body` with each piece of the readable (or writable) buffers that lies after their
+    /// first `offset` bytes, in order: the memory a READ's or WRITE's data occupies behind the
+    /// FUSE headers. Returns how many pieces there were.
+    @discardableResult
+    public func forEachSegment(writable: Bool, after offset: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) -> Int {
+        var skip = offset, pieces = 0
+        for segment in writable ? self.writable : readable {
+            if skip >= segment.count {
+                skip -= segment.count
+                continue
+            }
+            body(UnsafeMutableRawBufferPointer(rebasing: segment[skip...]))
+            skip = 0
+            pieces += 1
+        }
+        return pieces
+    }
+
     /// Copies up to `buffer.count` readable bytes into `buffer`; returns how many.
     public func copyReadable(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         var at = 0

@@ -203,8 +203,14 @@ final class VhostConnection {
             for (p, n) in mappings { munmap(p, n) }
             return false
         }
-        if vrings.contains(where: { $0.runner != nil }) {
-            logger.warning("vhost-user: new memory table while queues run; running queues keep the old mapping until restarted")
+        // Queues running on the old table are quiesced (they stop taking chains, their data
+        // requests in flight complete on the old mapping) and restart below on the new one where
+        // they stopped, in the same FUSE session. The old mapping goes when the last of them lets go.
+        let running = vrings.indices.filter { vrings[$0].runner != nil }
+        for i in running { stop(i) }
+        if !running.isEmpty {
+            engineSpent = false
+            logger.info("vhost-user: new memory table while queue(s) \(running) ran: quiesced, restarting them on it")
         }
         memory = GuestMemory(regions: mapped) { for (p, n) in mappings { munmap(p, n) } }
         let total = regions.reduce(UInt64(0)) { $0 + $1.region.size }

@@ -7,7 +7,7 @@ import XCTest
 /// Both I/O engines run the same operations on real files and must give the same results:
 /// the sync engine (plain syscalls) is the reference the io_uring engine is held to.
 final class IOEngineTests: XCTestCase {
-    private var directory = ""
+    var directory = ""
 
     override func setUpWithError() throws {
         var template = Array("/tmp/ferry-io-XXXXXX".utf8CString)
@@ -19,18 +19,18 @@ final class IOEngineTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private func engines(depth: Int) throws -> [IOEngine] {
+    func engines(depth: Int) throws -> [IOEngine] {
         [SyncIOEngine(depth: depth), try UringIOEngine(depth: depth)]
     }
 
-    private func open(_ name: String, _ flags: Int32 = O_RDWR | O_CREAT) throws -> Int32 {
+    func open(_ name: String, _ flags: Int32 = O_RDWR | O_CREAT) throws -> Int32 {
         let fd = Glibc.open("\(directory)/\(name)", flags | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw XCTSkip("open \(name) with flags \(flags): errno \(errno)") }
         return fd
     }
 
     /// Submits `operation`, flushes and waits for its completion; returns the result.
-    private func run(_ engine: IOEngine, _ operation: IOOperation, slot: Int = 0) -> Int32 {
+    func run(_ engine: IOEngine, _ operation: IOOperation, slot: Int = 0) -> Int32 {
         engine.submit(operation, slot: slot)
         engine.flush()
         var result: Int32?

@@ -144,7 +144,7 @@ final class VhostProtocolTests: XCTestCase {
         XCTAssertEqual(Self.le64(try XCTUnwrap(client.reply()).payload), UInt64(VhostOffer.maxQueues))
     }
 
-    private func waitFor(_ condition: () -> Bool) -> Bool {
+    func waitFor(_ condition: () -> Bool) -> Bool {
         for _ in 0..<200 { if condition() { return true }; usleep(10_000) }
         return condition()
     }

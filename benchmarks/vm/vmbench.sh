@@ -7,20 +7,25 @@
 # Ferry/virtiofsd, and each backend's CPU seconds for its whole run (user+system, from
 # /usr/bin/time). Under TCG the guest's CPU dominates: compare within one run only.
 #
+# Backend `ferry-baseline` runs another Ferry binary (`--ferry-baseline BIN`, e.g. a release
+# build of an earlier commit) the same way, for before/after in one run.
+#
 # Usage: benchmarks/vm/vmbench.sh [--rounds N] [--ferry BIN] [--virtiofsd BIN] [--file-mb N] [--seconds N]
-#                                 [--backends "ferry virtiofsd virtiofsd-dio"]
+#                                 [--ferry-baseline BIN] [--backends "ferry virtiofsd virtiofsd-dio"]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 GUEST=$ROOT/Tests/FerryIntegrationTests/scripts/guest
 FERRY=$ROOT/.build/release/ferry
 VIRTIOFSD=/usr/lib/qemu/virtiofsd
+FERRY_BASELINE=
 ROUNDS=1 FILE_MB=256 SECONDS_PER_JOB=8 BACKENDS="ferry virtiofsd virtiofsd-dio"
 while (($#)); do
 	case $1 in
 	--rounds) ROUNDS=$2; shift ;;
 	--ferry) FERRY=$2; shift ;;
 	--virtiofsd) VIRTIOFSD=$2; shift ;;
+	--ferry-baseline) FERRY_BASELINE=$2; shift ;;
 	--file-mb) FILE_MB=$2; shift ;;
 	--seconds) SECONDS_PER_JOB=$2; shift ;;
 	--backends) BACKENDS=$2; shift ;;
@@ -30,7 +35,8 @@ while (($#)); do
 done
 export GUEST_ACCEL=${GUEST_ACCEL:-tcg}
 WORK=$(mktemp -d /var/tmp/vmbench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+KEEP_WORK=   # set when a guest fails: its output and the backend's log stay for a look
+trap '[ -n "$KEEP_WORK" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"' EXIT
 mkdir "$WORK/src"
 head -c "${FILE_MB}M" /dev/urandom > "$WORK/src/data.bin"
 "$GUEST/build-image.sh" >/dev/null
@@ -67,15 +73,20 @@ run() { # backend round
 	rm -f "$sock" "$WORK/src"/fio-*
 	case $b in
 	ferry) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$FERRY" serve "$WORK/src" --socket-path "$sock" >"$log" 2>&1 & ;;
+	ferry-baseline) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "${FERRY_BASELINE:?--ferry-baseline BIN}" serve "$WORK/src" --socket-path "$sock" >"$log" 2>&1 & ;;
 	virtiofsd) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$VIRTIOFSD" --socket-path="$sock" -o source="$WORK/src" -o cache=auto >"$log" 2>&1 & ;;
 	virtiofsd-dio) /usr/bin/time -f "CPU %U %S" -o "$WORK/$b.$r.cpu" "$VIRTIOFSD" --socket-path="$sock" -o source="$WORK/src" -o cache=auto -o allow_direct_io >"$log" 2>&1 & ;;
 	esac
 	local pid=$!
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 	"$GUEST/run-guest.sh" -q --socket "$sock" --tag bench --timeout 900 --copy "$WORK/workload.sh:/harness/workload.sh" \
-		-- 'sh /harness/workload.sh' > "$WORK/$b.$r.out" 2>&1 || echo "guest on $b failed (round $r); see $WORK/$b.$r.out" >&2
+		-- 'sh /harness/workload.sh' > "$WORK/$b.$r.out" 2>&1 || {
+		echo "guest on $b failed (round $r); see $WORK/$b.$r.out and $log" >&2
+		KEEP_WORK=1
+	}
 	for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-	kill $pid 2>/dev/null || true
+	# $pid is /usr/bin/time's: end the backend under it too (it waits for a guest that failed).
+	kill $(cat /proc/$pid/task/*/children 2>/dev/null) $pid 2>/dev/null || true
 	wait $pid 2>/dev/null || true
 }
 for r in $(seq "$ROUNDS"); do
