@@ -88,13 +88,18 @@ public final class InodeStore: Sendable {
     let pathDescriptors: PathDescriptorCache
     /// The FUSE generation of ids counted out by this run: random, never 0.
     public let allocatedGeneration = UInt64(UInt32.random(in: 1...UInt32.max))
+    /// The bound on nodes held (the root not counted; `ResourceLimits.maxInodes`), if any.
+    public let bound: ResourceBound?
 
     /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
     /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).
     /// With `indexHandles` every node's file handle is recorded, so `nodeID(for:)` works.
+    /// `bound` limits how many nodes (the root aside) may be held at once: `remember` refuses a
+    /// new one past it with the bound's errno.
     public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles,
-                indexHandles: Bool = false) throws(Errno) {
+                indexHandles: Bool = false, bound: ResourceBound? = nil) throws(Errno) {
         self.mode = mode
+        self.bound = bound
         pathDescriptors = mode == .never ? PathDescriptorCache(capacity: 0) : PathDescriptorCache.forThisProcess()
         handles = indexHandles ? HandleIndex() : nil
         let key = InodeStore.key(of: rootStat)
@@ -202,7 +207,12 @@ public final class InodeStore: Sendable {
             catch { if mode == .mandatory { throw error } }
         }
         if let known = reference(key, handle: handle) { return (known, false) }
-        let location = try makeLocation(fd: fd, key: key, handle: handle)
+        try bound?.acquire()   // released below unless a new node is added, else by `forget`
+        let location: Inode.Location
+        do { location = try makeLocation(fd: fd, key: key, handle: handle) } catch {
+            bound?.release()
+            throw error
+        }
         let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle)).map {
             IndexedHandle(device: key.device, handle: $0)
         }
@@ -231,8 +241,17 @@ public final class InodeStore: Sendable {
                 candidate = nil
             }
         }
-        if isNew { announce(inode, fd: fd) }
+        if isNew { announce(inode, fd: fd) } else { bound?.release() }
         return (inode, isNew)
+    }
+
+    /// Throws the bound's errno (with its warning) if no new node could be added now: checked
+    /// before a host file is created, so that a client at the bound gets its error before
+    /// anything changes on the host.
+    public func checkRoom() throws(Errno) {
+        guard let bound else { return }
+        try bound.acquire()
+        bound.release()
     }
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup); false if the kernel
@@ -262,7 +281,10 @@ public final class InodeStore: Sendable {
             if let indexed = removed.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return removed.inode
         }
-        if removed != nil { pathDescriptors.remove(nodeID) }
+        if removed != nil {
+            pathDescriptors.remove(nodeID)
+            bound?.release()
+        }
         if let removed, removed.type == .directory {
             for observer in currentObservers { observer.forgotten(directory: nodeID) }
         }

@@ -8,7 +8,8 @@ import Synchronization
 /// Each FUSE lock owner gets its own host open file description per node, and every POSIX lock
 /// is an OFD lock on it, so the host kernel decides conflicts with every other holder: other
 /// owners here, other Ferry mounts, host processes. flock goes to the open file's own
-/// descriptor. Blocking waits run in waiter threads, never on request threads.
+/// descriptor. Blocking waits run in waiter threads, never on request threads; `waiters`
+/// bounds how many at once (past it a blocking request is answered ENOLCK at once).
 public final class LockManager: Sendable {
     /// Where a lock request ended.
     public enum Outcome: Sendable {
@@ -50,11 +51,15 @@ public final class LockManager: Sendable {
 
     private let state = Mutex(State())
     private let logger: Logger
+    /// The bound on blocked requests waiting at once (`ResourceLimits.maxLockWaiters`): each
+    /// is a thread.
+    public let waiters: ResourceBound
     /// Stack size of a waiter thread: it only sits in one syscall.
     static let waiterStack = 64 * 1024
 
-    public init(logger: Logger) {
+    public init(logger: Logger, waiters: ResourceBound) {
         self.logger = logger
+        self.waiters = waiters
         WakeSignal.install(WakeSignal.lockWaiter)
     }
 
@@ -132,6 +137,7 @@ public final class LockManager: Sendable {
     private func wait(unique: UInt64, owner: UInt64?, nodeID: UInt64, lock: LockRange?,
                       completion: @escaping @Sendable (Errno?) -> Void,
                       attempt: @escaping @Sendable () throws(Errno) -> Void) -> Outcome {
+        do throws(Errno) { try waiters.acquire() } catch { return .done(error) }
         let waiter = Waiter()
         let refusal: Errno? = state.withLock { s in
             if s.earlyInterrupts.removeValue(forKey: unique) != nil { return Errno.interrupted }
@@ -142,12 +148,16 @@ public final class LockManager: Sendable {
             s.waiters[unique] = waiter
             return nil
         }
-        if let refusal { return .done(refusal) }
+        if let refusal {
+            waiters.release()
+            return .done(refusal)
+        }
         let finish: @Sendable (Errno?) -> Void = { [self] result in
             state.withLock { s in
                 s.waiters[unique] = nil
                 if let owner { s.waiting[owner] = nil }
             }
+            waiters.release()
             waiter.finished.store(true, ordering: .releasing)
             completion(result)
         }
@@ -171,6 +181,7 @@ public final class LockManager: Sendable {
                 s.waiters[unique] = nil
                 if let owner { s.waiting[owner] = nil }
             }
+            waiters.release()
             return .done(Errno(rawValue: ENOLCK))
         }
         return .waiting

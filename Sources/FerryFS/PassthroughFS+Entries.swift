@@ -22,6 +22,7 @@ extension PassthroughFS {
     /// MKDIR.
     public func mkdir(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try checkWritable()
+        try inodes.checkRoom()
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
@@ -34,6 +35,7 @@ extension PassthroughFS {
     public func mknod(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt32,
                       umask: UInt32) throws(Errno) -> Entry {
         try checkWritable()
+        try inodes.checkRoom()
         let name = try validName(name)
         let (major, minor) = DeviceNumber.decode32(rdev)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
@@ -46,6 +48,7 @@ extension PassthroughFS {
     /// SYMLINK: `name` in `parent` pointing at `target` (stored as given, never followed here).
     public func symlink(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], target: [UInt8]) throws(Errno) -> Entry {
         try checkWritable()
+        try inodes.checkRoom()
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             try Host.symlink(target: CName(target), dirFD, name)

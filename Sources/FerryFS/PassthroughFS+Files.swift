@@ -50,7 +50,7 @@ extension PassthroughFS {
         try checkOpenAllowed(hostFlags)
         let exec = Int32(bitPattern: flags) & PassthroughFS.execOpenFlag != 0
             && hostFlags & (HostFlags.oAccessMode | HostFlags.oTrunc) == HostFlags.oRdOnly
-        return try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+        return try openFiles.reserving { () throws(Errno) in try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
             guard !inode.isSymlink else { throw Errno.loop }
             let file: Int32
             do throws(Errno) {
@@ -59,7 +59,7 @@ extension PassthroughFS {
                 file = try openToExecute(ctx, fd, flags: hostFlags)
             }
             return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
-        }
+        } }
     }
 
     /// The open behind an execve(2) of a file the caller may execute but not read (mode 0711):
@@ -76,10 +76,11 @@ extension PassthroughFS {
     public func create(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], flags: UInt32, mode: UInt32,
                        umask: UInt32) throws(Errno) -> (Entry, UInt64) {
         try checkWritable()
+        try inodes.checkRoom()
         let name = try validName(name)
         let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
             | (Int32(bitPattern: flags) & HostFlags.oExcl)
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try openFiles.reserving { () throws(Errno) in try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
             let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
             do throws(Errno) {
@@ -89,15 +90,16 @@ extension PassthroughFS {
                 Host.close(file)
                 throw error
             }
-        }
+        } }
     }
 
     /// TMPFILE: an unnamed file in directory `parent` (O_TMPFILE); returns the entry and handle.
     public func tmpfile(_ ctx: ThreadCredentials, parent: UInt64, flags: UInt32, mode: UInt32,
                         umask: UInt32) throws(Errno) -> (Entry, UInt64) {
         try checkWritable()
+        try inodes.checkRoom()
         let hostFlags = (hostOpenFlags(flags) & ~HostFlags.oDirectory) | HostFlags.oTmpfile
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try openFiles.reserving { () throws(Errno) in try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
             let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
             do throws(Errno) {
@@ -107,7 +109,7 @@ extension PassthroughFS {
                 Host.close(file)
                 throw error
             }
-        }
+        } }
     }
 
     /// The open file behind `fh`, for a READ or FSYNC the I/O core runs on it.

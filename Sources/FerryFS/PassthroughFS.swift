@@ -36,7 +36,7 @@ public final class PassthroughFS: Sendable {
     /// The inodes the kernel holds.
     public let inodes: InodeStore
     /// Open files and directories.
-    public let openFiles = OpenFileTable()
+    public let openFiles: OpenFileTable
     /// POSIX and flock locks on host OFD locks.
     public let locks: LockManager
     /// Settings.
@@ -46,6 +46,8 @@ public final class PassthroughFS: Sendable {
     /// Proves that files reached by handle lie inside the shared directory.
     let containment: Containment
     let logger: Logger
+    /// Warns (rate-limited) about requests refused for their size, e.g. an oversized SETXATTR.
+    let oversizedRequests: RateLimitedWarning
 
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
@@ -55,7 +57,14 @@ public final class PassthroughFS: Sendable {
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
         self.logger = logger
-        self.locks = LockManager(logger: logger)
+        self.oversizedRequests = RateLimitedWarning(logger: logger, intervalSeconds: ResourceBound.warningInterval)
+        let limits = options.limits
+        self.locks = LockManager(logger: logger, waiters: ResourceBound(
+            name: "blocked lock requests", limit: limits.maxLockWaiters, refusal: Errno(rawValue: ENOLCK),
+            option: "--max-lock-waiters", logger: logger))
+        self.openFiles = OpenFileTable(bound: ResourceBound(
+            name: "open files", limit: limits.maxOpenFiles, refusal: Errno(rawValue: ENFILE),
+            option: "--max-open-files", logger: logger))
         ProcSelfFD.prepare()
         let fd: Int32
         if let attributes = options.hostMount {
@@ -78,7 +87,9 @@ public final class PassthroughFS: Sendable {
             }
         }
         inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: mode,
-                                 indexHandles: options.indexHandles)
+                                 indexHandles: options.indexHandles,
+                                 bound: ResourceBound(name: "inodes", limit: limits.maxInodes, refusal: Errno(rawValue: ENOMEM),
+                                                      option: "--max-inodes", logger: logger))
         containment = Containment(root: inodes.root)
     }
 

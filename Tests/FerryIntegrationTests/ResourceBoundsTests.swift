@@ -1,0 +1,94 @@
+import Foundation
+import XCTest
+
+/// The per-connection resource bounds (README, "Resource bounds"): with small bounds on the
+/// command line, a client that looks up many names, opens files until refused, or queues more
+/// blocking locks than allowed gets the documented errno, Ferry logs the bound once (not once
+/// per refusal) and keeps serving other callers, and its thread count stays bounded.
+final class ResourceBoundsTests: XCTestCase {
+    /// Runs boundscheck.py's `check` against `server`; returns its "key value" lines.
+    private func run(_ check: String, _ server: FerryServer, _ arguments: [String]) throws -> [String: String] {
+        let result = try runCommand(["python3", script("boundscheck.py"), check, server.source, server.mountpoint] + arguments,
+                                    timeout: 600)
+        print(result.output, terminator: "")
+        XCTAssertTrue(result.output.contains("PASS \(check)"), result.output)
+        XCTAssertEqual(result.status, 0, result.output)
+        var values: [String: String] = [:]
+        for line in result.output.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+            if parts.count == 2 { values[parts[0]] = parts[1] }
+        }
+        return values
+    }
+
+    /// How many warning lines of the bound named `what` the log holds.
+    private func warnings(_ server: FerryServer, _ what: String) -> Int {
+        server.log.split(separator: "\n").filter { $0.contains("resource bound reached") && $0.contains(what) }.count
+    }
+
+    /// --max-inodes 2000: the 2000th new name is refused ENOMEM (the root is not counted, and
+    /// "known" holds one), a known file is still read by another process, and after the kernel
+    /// drops its caches (FORGET) the refused name is found.
+    func testInodeBoundRefusesLookupsWithENOMEM() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--max-inodes", "2000"])
+        let values = try run("inodes", server, ["3000"])
+        XCTAssertEqual(values["errno"], "ENOMEM")
+        // "known", the directory "many", then files: 1998 of them fit.
+        XCTAssertEqual(values["looked_up"], "1998")
+        XCTAssertEqual(values["other_caller"], "ok")
+        XCTAssertEqual(values["recovered_after_drop_caches"], "yes")
+        XCTAssertEqual(warnings(server, "inodes (--max-inodes)"), 1, server.log)
+        XCTAssertTrue(server.log.contains("2000 inodes"), server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// --max-open-files 100: the 101st open is ENFILE; another process's stat is answered
+    /// meanwhile, and after one close another process opens and reads.
+    func testOpenFileBoundRefusesOpensWithENFILE() throws {
+        let server = try FerryServer(arguments: ["--cache", "never", "--max-open-files", "100"])
+        let values = try run("openfiles", server, ["300"])
+        XCTAssertEqual(values["errno"], "ENFILE")
+        XCTAssertEqual(values["opened"], "100")
+        XCTAssertEqual(values["other_stat"], "ok")
+        XCTAssertEqual(values["other_caller"], "ok")
+        XCTAssertEqual(warnings(server, "open files (--max-open-files)"), 1, server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// --max-lock-waiters 8 with 40 blocking flocks queued behind a holder: 32 are refused
+    /// ENOLCK at once, ferry gains at most 8 threads (plus slack for its own), another process
+    /// reads meanwhile, and the 8 waiters get the lock once the holder lets go.
+    func testLockWaiterBoundRefusesWithENOLCKAndBoundsThreads() throws {
+        let server = try FerryServer(arguments: ["--cache", "never", "--max-lock-waiters", "8"])
+        let pid = server.process.processIdentifier
+        let values = try run("lockwaiters", server, ["40", String(pid)])
+        XCTAssertEqual(values["refused_early"], "32")
+        XCTAssertEqual(values["other_early"], "0")
+        XCTAssertEqual(values["other_caller"], "ok")
+        XCTAssertEqual(values["locked_after_release"], "8")
+        XCTAssertEqual(values["all_finished"], "yes")
+        let baseline = Int(values["threads_baseline"] ?? "") ?? -1
+        let during = Int(values["threads_during"] ?? "") ?? Int.max
+        XCTAssertGreaterThan(baseline, 0)
+        XCTAssertLessThanOrEqual(during, baseline + 8 + 2, "ferry went from \(baseline) to \(during) threads")
+        XCTAssertEqual(warnings(server, "blocked lock requests (--max-lock-waiters)"), 1, server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
+    /// With the default bounds, 200,000 names looked up and held by the kernel are all served
+    /// (the default inode bound is 1,000,000) and nothing is refused.
+    func testDefaultBoundsServe200000Lookups() throws {
+        let server = try FerryServer(arguments: ["--cache", "always"])
+        let pressure = try String(contentsOfFile: "/proc/sys/vm/vfs_cache_pressure", encoding: .utf8)
+        try "1".write(toFile: "/proc/sys/vm/vfs_cache_pressure", atomically: false, encoding: .utf8)
+        defer { try? pressure.write(toFile: "/proc/sys/vm/vfs_cache_pressure", atomically: false, encoding: .utf8) }
+        let result = try runCommand(["python3", script("boundscheck.py"), "inodes", server.source, server.mountpoint, "200000"],
+                                    timeout: 900)
+        print(result.output, terminator: "")
+        // No bound is reached: the script's inode check "fails" because nothing was refused.
+        XCTAssertTrue(result.output.contains("looked_up 200000"), result.output)
+        XCTAssertTrue(result.output.contains("errno none"), result.output)
+        XCTAssertEqual(warnings(server, "inodes"), 0, server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+}
