@@ -43,8 +43,9 @@ public struct ResourceLimits: Sendable, Equatable {
 
     /// Default `--max-inodes`: a million (a few hundred MB at most with file handles).
     public static let defaultMaxInodes = 1_000_000
-    /// Default `--max-lock-waiters`: far more than real programs wait on at once, few threads.
-    public static let defaultMaxLockWaiters = 256
+    /// Default `--max-lock-waiters`: more than real programs wait on at once (a thousand
+    /// waiting processes is a lot), and at most 1,024 threads of 64 KiB stack each.
+    public static let defaultMaxLockWaiters = 1024
     /// Descriptors kept out of every budget: the transport, watchers, mount descriptors, the
     /// I/O rings and the kept O_PATH descriptors of hot inodes.
     public static let descriptorReserve = 1024

@@ -101,7 +101,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Files and directories the client may have open at once; past it an open is answered ENFILE (default half the descriptor limit, less a reserve).")
     var maxOpenFiles: Int?
 
-    @Option(help: "Blocked lock requests (F_SETLKW, flock) that may wait at once, a thread each; past it one is answered ENOLCK (default 256).")
+    @Option(help: "Blocked lock requests (F_SETLKW, flock) that may wait at once, a thread each; past it one is answered ENOLCK (default 1024).")
     var maxLockWaiters: Int?
 
     @Option(help: "Set RLIMIT_NOFILE (soft and hard) to N instead of raising it as far as allowed; 0 leaves it as it is (virtiofsd's --rlimit-nofile).")

@@ -93,4 +93,51 @@ final class ResourceBoundsTests: XCTestCase {
         XCTAssertEqual(warnings(server, "inodes"), 0, server.log)
         XCTAssertEqual(server.stop(), 0, server.log)
     }
+
+    /// `--explain` shows the bounds (options and `-o` spellings, both transports), a bound of 0
+    /// is refused, and `ferry virtiofsd --rlimit-nofile=N` reaches the vhost server, which then
+    /// runs with RLIMIT_NOFILE N.
+    func testOptionsExplainAndVirtiofsdSpelling() throws {
+        let dir = try Scratch.directory("ferry-bounds-options")
+        mkdir(dir + "/src", 0o755)
+        mkdir(dir + "/mnt", 0o755)
+        let explain = try runCommand([FerryServer.binary, "serve", dir + "/src", dir + "/mnt", "--explain",
+                                      "--max-inodes", "5000", "-o", "max_open_files=300"])
+        XCTAssertEqual(explain.status, 0, explain.output)
+        XCTAssertTrue(explain.output.contains("5000 inodes (then ENOMEM), 300 open files (then ENFILE), 1024 blocked lock requests (then ENOLCK)"),
+                      explain.output)
+        let vhost = try runCommand([FerryServer.binary, "serve", dir + "/src", "--socket-path", dir + "/sock", "--explain",
+                                    "--max-lock-waiters", "7", "--rlimit-nofile", "4096"])
+        XCTAssertTrue(vhost.output.contains("(descriptor limit 4096)"), vhost.output)
+        XCTAssertTrue(vhost.output.contains("7 blocked lock requests (then ENOLCK)"), vhost.output)
+        let zero = try runCommand([FerryServer.binary, "serve", dir + "/src", dir + "/mnt", "--max-lock-waiters", "0"])
+        XCTAssertNotEqual(zero.status, 0)
+        XCTAssertTrue(zero.output.contains("--max-lock-waiters must be between 1 and 65536"), zero.output)
+        let small = try runCommand([FerryServer.binary, "virtiofsd", "--socket-path=\(dir)/sock", "--shared-dir=\(dir)/src",
+                                    "--rlimit-nofile=10"])
+        XCTAssertEqual(small.status, 2, small.output)
+        XCTAssertTrue(small.output.contains("--rlimit-nofile must be 0 (leave it) or between 64"), small.output)
+
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: FerryServer.binary)
+        server.arguments = ["virtiofsd", "--socket-path=\(dir)/sock", "--shared-dir=\(dir)/src", "--rlimit-nofile=4096"]
+        let log = URL(fileURLWithPath: dir + "/ferry.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        server.standardOutput = handle
+        server.standardError = handle
+        try server.run()
+        defer {
+            if server.isRunning { kill(server.processIdentifier, SIGTERM) }
+            server.waitUntilExit()
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: dir + "/sock") && server.isRunning && Date() < deadline { usleep(20_000) }
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/sock"), output)
+        let limits = try String(contentsOfFile: "/proc/\(server.processIdentifier)/limits", encoding: .utf8)
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }.map(String.init) ?? ""
+        XCTAssertEqual(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2).map(String.init),
+                       ["4096", "4096"], limits)
+    }
 }
