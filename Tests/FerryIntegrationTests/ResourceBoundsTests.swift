@@ -21,6 +21,14 @@ final class ResourceBoundsTests: XCTestCase {
         return values
     }
 
+    /// Asserts that boundscheck.py reported each of `expected`.
+    private func expect(_ values: [String: String], _ expected: [String: String],
+                        file: StaticString = #filePath, line: UInt = #line) {
+        for (key, value) in expected.sorted(by: { $0.key < $1.key }) {
+            XCTAssertEqual(values[key], value, key, file: file, line: line)
+        }
+    }
+
     /// How many warning lines of the bound named `what` the log holds.
     private func warnings(_ server: FerryServer, _ what: String) -> Int {
         server.log.split(separator: "\n").filter { $0.contains("resource bound reached") && $0.contains(what) }.count
@@ -34,11 +42,8 @@ final class ResourceBoundsTests: XCTestCase {
         // kernel drop (and FORGET) names it had looked up, and the count would drift.
         let server = try FerryServer(arguments: ["--cache", "always", "--no-notify", "--max-inodes", "2000"])
         let values = try run("inodes", server, ["3000"])
-        XCTAssertEqual(values["errno"], "ENOMEM")
         // "known", the directory "many", then files: 1998 of them fit.
-        XCTAssertEqual(values["looked_up"], "1998")
-        XCTAssertEqual(values["other_caller"], "ok")
-        XCTAssertEqual(values["recovered_after_drop_caches"], "yes")
+        expect(values, ["errno": "ENOMEM", "looked_up": "1998", "other_caller": "ok", "recovered_after_drop_caches": "yes"])
         XCTAssertEqual(warnings(server, "inodes (--max-inodes)"), 1, server.log)
         XCTAssertTrue(server.log.contains("2000 inodes"), server.log)
         XCTAssertEqual(server.stop(), 0, server.log)
@@ -49,10 +54,7 @@ final class ResourceBoundsTests: XCTestCase {
     func testOpenFileBoundRefusesOpensWithENFILE() throws {
         let server = try FerryServer(arguments: ["--cache", "never", "--max-open-files", "100"])
         let values = try run("openfiles", server, ["300"])
-        XCTAssertEqual(values["errno"], "ENFILE")
-        XCTAssertEqual(values["opened"], "100")
-        XCTAssertEqual(values["other_stat"], "ok")
-        XCTAssertEqual(values["other_caller"], "ok")
+        expect(values, ["errno": "ENFILE", "opened": "100", "other_stat": "ok", "other_caller": "ok"])
         XCTAssertEqual(warnings(server, "open files (--max-open-files)"), 1, server.log)
         XCTAssertEqual(server.stop(), 0, server.log)
     }
@@ -64,11 +66,8 @@ final class ResourceBoundsTests: XCTestCase {
         let server = try FerryServer(arguments: ["--cache", "never", "--max-lock-waiters", "8"])
         let pid = server.process.processIdentifier
         let values = try run("lockwaiters", server, ["40", String(pid)])
-        XCTAssertEqual(values["refused_early"], "32")
-        XCTAssertEqual(values["other_early"], "0")
-        XCTAssertEqual(values["other_caller"], "ok")
-        XCTAssertEqual(values["locked_after_release"], "8")
-        XCTAssertEqual(values["all_finished"], "yes")
+        expect(values, ["refused_early": "32", "other_early": "0", "other_caller": "ok", "locked_after_release": "8",
+                        "all_finished": "yes"])
         let baseline = Int(values["threads_baseline"] ?? "") ?? -1
         let during = Int(values["threads_during"] ?? "") ?? Int.max
         XCTAssertGreaterThan(baseline, 0)
