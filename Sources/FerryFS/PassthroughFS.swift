@@ -93,6 +93,9 @@ public final class PassthroughFS: Sendable {
         containment = Containment(root: inodes.root)
     }
 
+    /// The connection's resource bounds (inodes, open files, lock waiters), for reports.
+    public var bounds: [ResourceBound] { [inodes.bound, openFiles.bound, locks.waiters].compactMap { $0 } }
+
     // MARK: Shared helpers
 
     /// Rejects names that could leave the directory or are not names at all.

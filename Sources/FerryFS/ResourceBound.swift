@@ -50,6 +50,12 @@ public final class ResourceBound: Sendable {
         throw refusal
     }
 
+    /// "12/100 open files (3 refused)", for the stats report.
+    public var summary: String {
+        let refused = self.refused
+        return "\(count)/\(limit) \(name)" + (refused > 0 ? " (\(refused) refused)" : "")
+    }
+
     /// Gives back one unit taken by `acquire`.
     public func release() {
         held.wrappingSubtract(1, ordering: .acquiringAndReleasing)

@@ -279,7 +279,7 @@ struct Serve: ParsableCommand {
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
                                    transport: transportSetting, logger: logger)
-        let report = StatsReport(notifier: notifier, logger: logger)
+        let report = StatsReport(notifier: notifier, fs: fs, logger: logger)
         try signals.start { signal in
             if signal == SIGUSR1 { report.print(); return }
             logger.info("signal \(signal) received")

@@ -56,6 +56,14 @@ final class ResourceBoundsTests: XCTestCase {
         let values = try run("openfiles", server, ["300"])
         expect(values, ["errno": "ENFILE", "opened": "100", "other_stat": "ok", "other_caller": "ok"])
         XCTAssertEqual(warnings(server, "open files (--max-open-files)"), 1, server.log)
+        // SIGUSR1 reports the bounds in use: every file is closed again, one refusal counted.
+        // (RELEASE is asynchronous: ask again until the last ones have arrived.)
+        let deadline = Date().addingTimeInterval(10)
+        while !server.log.contains("0/100 open files (1 refused)") && Date() < deadline {
+            kill(server.process.processIdentifier, SIGUSR1)
+            usleep(200_000)
+        }
+        XCTAssertTrue(server.log.contains("0/100 open files (1 refused)"), server.log)
         XCTAssertEqual(server.stop(), 0, server.log)
     }
 
