@@ -54,6 +54,8 @@ public final class LockManager: Sendable {
     /// The bound on blocked requests waiting at once (`ResourceLimits.maxLockWaiters`): each
     /// is a thread.
     public let waiters: ResourceBound
+    /// The most INTERRUPTs remembered for requests not seen yet.
+    static let earlyInterruptCap = 4096
     /// Stack size of a waiter thread: it only sits in one syscall.
     static let waiterStack = 64 * 1024
 
@@ -198,8 +200,15 @@ public final class LockManager: Sendable {
             if let waiter = s.waiters[unique] { return waiter }
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
-            if s.earlyInterrupts.count > 1024 {
+            if s.earlyInterrupts.count >= LockManager.earlyInterruptCap {
                 s.earlyInterrupts = s.earlyInterrupts.filter { now.tv_sec - $0.value.tv_sec < 30 }
+                // A client sending INTERRUPTs for requests that never come (a raw vhost-user
+                // guest) must not grow this without bound: keep an arbitrary half, so pruning
+                // stays rare and each INTERRUPT cheap.
+                if s.earlyInterrupts.count >= LockManager.earlyInterruptCap / 2 {
+                    s.earlyInterrupts = Dictionary(uniqueKeysWithValues: s.earlyInterrupts
+                        .prefix(LockManager.earlyInterruptCap / 2).map { ($0.key, $0.value) })
+                }
             }
             s.earlyInterrupts[unique] = now
             return nil
@@ -243,9 +252,10 @@ public final class LockManager: Sendable {
         _ = dropped   // closed outside the lock
     }
 
-    /// Number of (node, owner) host descriptors and of waiting requests (for stats and tests).
-    public var counts: (descriptors: Int, waiters: Int) {
-        state.withLock { ($0.descriptors.count, $0.waiters.count) }
+    /// Number of (node, owner) host descriptors, of waiting requests, and of INTERRUPTs kept
+    /// for requests not seen yet (for stats and tests).
+    public var counts: (descriptors: Int, waiters: Int, earlyInterrupts: Int) {
+        state.withLock { ($0.descriptors.count, $0.waiters.count, $0.earlyInterrupts.count) }
     }
 
     // MARK: Helpers

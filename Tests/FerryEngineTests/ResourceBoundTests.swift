@@ -130,6 +130,14 @@ final class ResourceBoundTests: XCTestCase {
         try fs.release(fh: second)
     }
 
+    /// INTERRUPTs for requests that never arrive (a raw client could send any number) are kept
+    /// up to a cap, not without bound.
+    func testEarlyInterruptsAreCapped() throws {
+        let fs = try filesystem()
+        for unique in UInt64(1)...20_000 { XCTAssertFalse(fs.locks.interrupt(unique: unique)) }
+        XCTAssertLessThanOrEqual(fs.locks.counts.earlyInterrupts, 4096)
+    }
+
     /// SETXATTR over XATTR_SIZE_MAX is E2BIG and a name over XATTR_NAME_MAX ERANGE; a GETXATTR
     /// or LISTXATTR asking for 4 GiB of room is answered from a 64 KiB buffer.
     func testXattrSizes() throws {
