@@ -67,14 +67,14 @@ extension Serve {
         return limits
     }
 
-    /// `--explain`'s line on the bounds (with the descriptor limit they would be sized by).
+    /// `--explain`'s line on the bounds (with the descriptor limit they would be sized by: this
+    /// process raises its own limit as the server would, to learn how far it gets).
     func explainResourceLimits() -> String {
-        let current = DescriptorLimit.current
         let limit: Int
         switch rlimitNofile {
-        case 0?: limit = current
+        case 0?: limit = DescriptorLimit.current
         case let count?: limit = count
-        case nil: limit = geteuid() == 0 ? max(current, min(DescriptorLimit.kernelMaximum(), DescriptorLimit.ceiling)) : current
+        case nil: limit = DescriptorLimit.raise().after
         }
         let limits = chosenResourceLimits(descriptorLimit: limit)
         return "resource bounds per connection (descriptor limit \(limit)): \(limits.maxInodes) inodes (then ENOMEM), \(limits.maxOpenFiles) open files (then ENFILE), \(limits.maxLockWaiters) blocked lock requests (then ENOLCK)"
