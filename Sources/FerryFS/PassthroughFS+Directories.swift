@@ -17,11 +17,13 @@ public struct DirectoryEntry: Sendable {
 extension PassthroughFS {
     /// OPENDIR: opens the directory for reading with the caller's permissions.
     public func opendir(_ ctx: ThreadCredentials, nodeID: UInt64) throws(Errno) -> UInt64 {
-        try openFiles.reserving { () throws(Errno) in try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
-            guard inode.type == .directory else { throw Errno.notDirectory }
-            let dir = try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory)
-            return openFiles.insert(fd: dir, nodeID: nodeID)
-        } }
+        try openFiles.reserving { () throws(Errno) in
+            try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+                guard inode.type == .directory else { throw Errno.notDirectory }
+                let dir = try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory)
+                return openFiles.insert(fd: dir, nodeID: nodeID)
+            }
+        }
     }
 
     /// READDIR / READDIRPLUS from `offset` (0 or a `nextOffset` handed out before).

@@ -50,16 +50,18 @@ extension PassthroughFS {
         try checkOpenAllowed(hostFlags)
         let exec = Int32(bitPattern: flags) & PassthroughFS.execOpenFlag != 0
             && hostFlags & (HostFlags.oAccessMode | HostFlags.oTrunc) == HostFlags.oRdOnly
-        return try openFiles.reserving { () throws(Errno) in try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
-            guard !inode.isSymlink else { throw Errno.loop }
-            let file: Int32
-            do throws(Errno) {
-                file = try Host.reopen(fd, flags: hostFlags)
-            } catch .access where exec && inode.type == .regular {
-                file = try openToExecute(ctx, fd, flags: hostFlags)
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+                guard !inode.isSymlink else { throw Errno.loop }
+                let file: Int32
+                do throws(Errno) {
+                    file = try Host.reopen(fd, flags: hostFlags)
+                } catch .access where exec && inode.type == .regular {
+                    file = try openToExecute(ctx, fd, flags: hostFlags)
+                }
+                return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
             }
-            return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
-        } }
+        }
     }
 
     /// The open behind an execve(2) of a file the caller may execute but not read (mode 0711):
@@ -80,17 +82,19 @@ extension PassthroughFS {
         let name = try validName(name)
         let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
             | (Int32(bitPattern: flags) & HostFlags.oExcl)
-        return try openFiles.reserving { () throws(Errno) in try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            ctx.setUmask(umask)
-            let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
-            do throws(Errno) {
-                let entry = try remember(fd: file)
-                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-            } catch {
-                Host.close(file)
-                throw error
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+                ctx.setUmask(umask)
+                let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
+                do throws(Errno) {
+                    let entry = try remember(fd: file)
+                    return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                } catch {
+                    Host.close(file)
+                    throw error
+                }
             }
-        } }
+        }
     }
 
     /// TMPFILE: an unnamed file in directory `parent` (O_TMPFILE); returns the entry and handle.
@@ -99,17 +103,19 @@ extension PassthroughFS {
         try checkWritable()
         try inodes.checkRoom()
         let hostFlags = (hostOpenFlags(flags) & ~HostFlags.oDirectory) | HostFlags.oTmpfile
-        return try openFiles.reserving { () throws(Errno) in try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            ctx.setUmask(umask)
-            let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
-            do throws(Errno) {
-                let entry = try remember(fd: file, keepDescriptor: true)
-                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-            } catch {
-                Host.close(file)
-                throw error
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+                ctx.setUmask(umask)
+                let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
+                do throws(Errno) {
+                    let entry = try remember(fd: file, keepDescriptor: true)
+                    return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                } catch {
+                    Host.close(file)
+                    throw error
+                }
             }
-        } }
+        }
     }
 
     /// The open file behind `fh`, for a READ or FSYNC the I/O core runs on it.
