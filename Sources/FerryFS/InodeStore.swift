@@ -199,7 +199,9 @@ public final class InodeStore: Sendable {
     /// A known key is the same file only if its file handle matches too: the host reuses inode
     /// numbers, and a node the kernel still holds for a deleted file must not answer for the
     /// new file that got its number (the handle's generation tells them apart).
-    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> (inode: Inode, isNew: Bool) {
+    /// `room`, taken by `withRoom` before the file was created, is used for a new node.
+    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false,
+                         room: Room? = nil) throws(Errno) -> (inode: Inode, isNew: Bool) {
         let key = InodeStore.key(of: stat)
         var handle: FileHandle? = nil
         if mode != .never && !keepDescriptor {
@@ -207,7 +209,8 @@ public final class InodeStore: Sendable {
             catch { if mode == .mandatory { throw error } }
         }
         if let known = reference(key, handle: handle) { return (known, false) }
-        try bound?.acquire()   // released below unless a new node is added, else by `forget`
+        // One place in the bound, given back below unless a new node is added, else by `forget`.
+        if let room, room.held { room.held = false } else { try bound?.acquire() }
         let location: Inode.Location
         do { location = try makeLocation(fd: fd, key: key, handle: handle) } catch {
             bound?.release()
@@ -245,13 +248,21 @@ public final class InodeStore: Sendable {
         return (inode, isNew)
     }
 
-    /// Throws the bound's errno (with its warning) if no new node could be added now: checked
-    /// before a host file is created, so that a client at the bound gets its error before
-    /// anything changes on the host.
-    public func checkRoom() throws(Errno) {
-        guard let bound else { return }
-        try bound.acquire()
-        bound.release()
+    /// A place for one new node in the bound, taken before a host file is created and handed
+    /// to `remember`, which then counts the node against it instead of taking another.
+    public final class Room {
+        /// Still the caller's (not yet handed to a node).
+        fileprivate var held = true
+    }
+
+    /// Runs `body` with a place for one new node reserved: throws the bound's errno (with its
+    /// warning) before `body` runs if there is none, so that a client at the bound gets its
+    /// error before anything changes on the host. A place `body` did not use is given back.
+    public func withRoom<R>(_ body: (Room) throws(Errno) -> R) throws(Errno) -> R {
+        try bound?.acquire()
+        let room = Room()
+        defer { if room.held { bound?.release() } }
+        return try body(room)
     }
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup); false if the kernel

@@ -22,12 +22,13 @@ extension PassthroughFS {
     /// MKDIR.
     public func mkdir(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try checkWritable()
-        try inodes.checkRoom()
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
-            try Host.mkdir(dirFD, name, mode: mode)
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.mkdir(dirFD, name, mode: mode)
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 
@@ -35,24 +36,26 @@ extension PassthroughFS {
     public func mknod(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt32,
                       umask: UInt32) throws(Errno) -> Entry {
         try checkWritable()
-        try inodes.checkRoom()
         let name = try validName(name)
         let (major, minor) = DeviceNumber.decode32(rdev)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
-            try Host.mknod(dirFD, name, mode: mode, device: DeviceNumber.make(major: major, minor: minor))
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.mknod(dirFD, name, mode: mode, device: DeviceNumber.make(major: major, minor: minor))
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 
     /// SYMLINK: `name` in `parent` pointing at `target` (stored as given, never followed here).
     public func symlink(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], target: [UInt8]) throws(Errno) -> Entry {
         try checkWritable()
-        try inodes.checkRoom()
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            try Host.symlink(target: CName(target), dirFD, name)
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.symlink(target: CName(target), dirFD, name)
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 

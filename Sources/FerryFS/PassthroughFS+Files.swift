@@ -78,20 +78,21 @@ extension PassthroughFS {
     public func create(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], flags: UInt32, mode: UInt32,
                        umask: UInt32) throws(Errno) -> (Entry, UInt64) {
         try checkWritable()
-        try inodes.checkRoom()
         let name = try validName(name)
         let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
             | (Int32(bitPattern: flags) & HostFlags.oExcl)
         return try openFiles.reserving { () throws(Errno) in
             try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
                 ctx.setUmask(umask)
-                let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
-                do throws(Errno) {
-                    let entry = try remember(fd: file)
-                    return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-                } catch {
-                    Host.close(file)
-                    throw error
+                return try inodes.withRoom { (room) throws(Errno) in
+                    let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
+                    do throws(Errno) {
+                        let entry = try remember(fd: file, room: room)
+                        return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                    } catch {
+                        Host.close(file)
+                        throw error
+                    }
                 }
             }
         }
@@ -101,18 +102,19 @@ extension PassthroughFS {
     public func tmpfile(_ ctx: ThreadCredentials, parent: UInt64, flags: UInt32, mode: UInt32,
                         umask: UInt32) throws(Errno) -> (Entry, UInt64) {
         try checkWritable()
-        try inodes.checkRoom()
         let hostFlags = (hostOpenFlags(flags) & ~HostFlags.oDirectory) | HostFlags.oTmpfile
         return try openFiles.reserving { () throws(Errno) in
             try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
                 ctx.setUmask(umask)
-                let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
-                do throws(Errno) {
-                    let entry = try remember(fd: file, keepDescriptor: true)
-                    return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-                } catch {
-                    Host.close(file)
-                    throw error
+                return try inodes.withRoom { (room) throws(Errno) in
+                    let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
+                    do throws(Errno) {
+                        let entry = try remember(fd: file, keepDescriptor: true, room: room)
+                        return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                    } catch {
+                        Host.close(file)
+                        throw error
+                    }
                 }
             }
         }

@@ -118,16 +118,19 @@ public final class PassthroughFS: Sendable {
     /// Looks `name` up in the directory `dirFD` and records one kernel reference to it.
     /// The descriptor opened for the lookup is kept for the requests that usually follow on a
     /// new node (GETXATTR, GETATTR, OPEN) when the inode is a file handle.
-    func lookupChild(dirFD: Int32, name: CName) throws(Errno) -> Entry {
+    /// `room` is the place reserved for it when the caller just created it.
+    func lookupChild(dirFD: Int32, name: CName, room: InodeStore.Room? = nil) throws(Errno) -> Entry {
         let fd = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
-        return try remember(fd: fd.rawValue, offering: fd)
+        return try remember(fd: fd.rawValue, offering: fd, room: room)
     }
 
     /// Records one kernel reference to the inode open as `fd`.
-    /// `offering` is an O_PATH descriptor of the same file the path descriptor cache may keep.
-    func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil) throws(Errno) -> Entry {
+    /// `offering` is an O_PATH descriptor of the same file the path descriptor cache may keep;
+    /// `room` the place in the inode bound reserved before the file was created.
+    func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil,
+                  room: InodeStore.Room? = nil) throws(Errno) -> Entry {
         let first = try stat(fd: fd)
-        let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor)
+        let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor, room: room)
         if let offering, inode.isHandle { inodes.pathDescriptors.store(offering, for: inode.nodeID) }
         // With change notifications, a host change between that stat and the node's
         // registration would find no node and be dropped, leaving the reply's attributes stale:

@@ -84,6 +84,23 @@ final class ResourceBoundTests: XCTestCase {
         fs.forget(held[1], count: 1)
         XCTAssertEqual(errno { () throws(Errno) in _ = try fs.lookup(ctx, parent: 1, name: Array("f5".utf8)) }, 0)
         XCTAssertEqual(fs.inodes.bound?.count, 5)
+        // A create that is let through takes the place it reserved. At the bound a create is
+        // refused before it looks (the kernel sends CREATE only for names it found missing);
+        // below it, one of a file already held (no O_EXCL) gives its place back. A failed mkdir
+        // leaves the count as it was.
+        fs.forget(held[2], count: 1)
+        let (created, fh) = try fs.create(ctx, parent: 1, name: Array("new".utf8), flags: UInt32(O_RDWR), mode: 0o644, umask: 0)
+        XCTAssertEqual(fs.inodes.bound?.count, 5)
+        try fs.release(fh: fh)
+        XCTAssertEqual(errno { () throws(Errno) in _ = try fs.create(ctx, parent: 1, name: Array("new".utf8), flags: UInt32(O_RDWR), mode: 0o644, umask: 0) }, ENOMEM)
+        fs.forget(held[3], count: 1)
+        let (again, fh2) = try fs.create(ctx, parent: 1, name: Array("new".utf8), flags: UInt32(O_RDWR), mode: 0o644, umask: 0)
+        XCTAssertEqual(again.nodeID, created.nodeID)
+        try fs.release(fh: fh2)
+        XCTAssertEqual(fs.inodes.bound?.count, 4)
+        fs.forget(created.nodeID, count: 2)
+        XCTAssertEqual(errno { () throws(Errno) in _ = try fs.mkdir(ctx, parent: 1, name: Array("f0".utf8), mode: 0o755, umask: 0) }, EEXIST)
+        XCTAssertEqual(fs.inodes.bound?.count, 3)
     }
 
     /// Three open files: the fourth open is ENFILE, a release makes room, a failed open takes none.
