@@ -215,7 +215,8 @@ extension FUSEEngine {
         let limit = ReplyFraming.bodyOffset + min(Int(io.size), writer.buffer.capacity - ReplyFraming.bodyOffset)
         var out = writer
         let recordExtra = plus ? FUSEABI.entryOutSize : 0
-        try fs.readdir(ctx, fh: io.fh, offset: io.offset, size: Int(io.size), plus: plus, fits: { nameLength in
+        // The client's size, capped at the reply buffer: it sizes Ferry's getdents buffer too.
+        try fs.readdir(ctx, fh: io.fh, offset: io.offset, size: limit - ReplyFraming.bodyOffset, plus: plus, fits: { nameLength in
             out.count + recordExtra + WireWriter.direntSize(nameLength: nameLength) <= limit
         }, add: { dirent, node in
             if plus {

@@ -28,5 +28,8 @@ public struct FSOptions: Sendable {
     /// these attributes (e.g. noatime), so Ferry's own host accesses behave as on a host mount
     /// with those options. Needs CAP_SYS_ADMIN. Nil: SOURCE's own mount.
     public var hostMount: MountAttributes?
+    /// The bounds on what the client may make Ferry hold (`--max-inodes`, `--max-open-files`,
+    /// `--max-lock-waiters`).
+    public var limits = ResourceLimits.unbounded
     public init() {}
 }

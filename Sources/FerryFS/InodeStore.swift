@@ -88,13 +88,18 @@ public final class InodeStore: Sendable {
     let pathDescriptors: PathDescriptorCache
     /// The FUSE generation of ids counted out by this run: random, never 0.
     public let allocatedGeneration = UInt64(UInt32.random(in: 1...UInt32.max))
+    /// The bound on nodes held (the root not counted; `ResourceLimits.maxInodes`), if any.
+    public let bound: ResourceBound?
 
     /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
     /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).
     /// With `indexHandles` every node's file handle is recorded, so `nodeID(for:)` works.
+    /// `bound` limits how many nodes (the root aside) may be held at once: `remember` refuses a
+    /// new one past it with the bound's errno.
     public init(rootFD: OwnedFD, rootDirectory: OwnedFD, rootStat: ferry_statx, mode: InodeFileHandles,
-                indexHandles: Bool = false) throws(Errno) {
+                indexHandles: Bool = false, bound: ResourceBound? = nil) throws(Errno) {
         self.mode = mode
+        self.bound = bound
         pathDescriptors = mode == .never ? PathDescriptorCache(capacity: 0) : PathDescriptorCache.forThisProcess()
         handles = indexHandles ? HandleIndex() : nil
         let key = InodeStore.key(of: rootStat)
@@ -194,7 +199,9 @@ public final class InodeStore: Sendable {
     /// A known key is the same file only if its file handle matches too: the host reuses inode
     /// numbers, and a node the kernel still holds for a deleted file must not answer for the
     /// new file that got its number (the handle's generation tells them apart).
-    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false) throws(Errno) -> (inode: Inode, isNew: Bool) {
+    /// `room`, taken by `withRoom` before the file was created, is used for a new node.
+    public func remember(fd: Int32, stat: ferry_statx, keepDescriptor: Bool = false,
+                         room: Room? = nil) throws(Errno) -> (inode: Inode, isNew: Bool) {
         let key = InodeStore.key(of: stat)
         var handle: FileHandle? = nil
         if mode != .never && !keepDescriptor {
@@ -202,7 +209,13 @@ public final class InodeStore: Sendable {
             catch { if mode == .mandatory { throw error } }
         }
         if let known = reference(key, handle: handle) { return (known, false) }
-        let location = try makeLocation(fd: fd, key: key, handle: handle)
+        // One place in the bound, given back below unless a new node is added, else by `forget`.
+        if let room, room.held { room.held = false } else { try bound?.acquire() }
+        let location: Inode.Location
+        do { location = try makeLocation(fd: fd, key: key, handle: handle) } catch {
+            bound?.release()
+            throw error
+        }
         let indexed = handles == nil ? nil : (handle ?? (try? FileHandle.of(fd).handle)).map {
             IndexedHandle(device: key.device, handle: $0)
         }
@@ -231,8 +244,25 @@ public final class InodeStore: Sendable {
                 candidate = nil
             }
         }
-        if isNew { announce(inode, fd: fd) }
+        if isNew { announce(inode, fd: fd) } else { bound?.release() }
         return (inode, isNew)
+    }
+
+    /// A place for one new node in the bound, taken before a host file is created and handed
+    /// to `remember`, which then counts the node against it instead of taking another.
+    public final class Room {
+        /// Still the caller's (not yet handed to a node).
+        fileprivate var held = true
+    }
+
+    /// Runs `body` with a place for one new node reserved: throws the bound's errno (with its
+    /// warning) before `body` runs if there is none, so that a client at the bound gets its
+    /// error before anything changes on the host. A place `body` did not use is given back.
+    public func withRoom<R>(_ body: (Room) throws(Errno) -> R) throws(Errno) -> R {
+        try bound?.acquire()
+        let room = Room()
+        defer { if room.held { bound?.release() } }
+        return try body(room)
     }
 
     /// Adds a reference to an inode already known (e.g. "." in a lookup); false if the kernel
@@ -262,7 +292,10 @@ public final class InodeStore: Sendable {
             if let indexed = removed.indexedHandle { handles?.remove(indexed, nodeID: nodeID) }
             return removed.inode
         }
-        if removed != nil { pathDescriptors.remove(nodeID) }
+        if removed != nil {
+            pathDescriptors.remove(nodeID)
+            bound?.release()
+        }
         if let removed, removed.type == .directory {
             for observer in currentObservers { observer.forgotten(directory: nodeID) }
         }

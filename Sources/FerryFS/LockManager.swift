@@ -8,7 +8,8 @@ import Synchronization
 /// Each FUSE lock owner gets its own host open file description per node, and every POSIX lock
 /// is an OFD lock on it, so the host kernel decides conflicts with every other holder: other
 /// owners here, other Ferry mounts, host processes. flock goes to the open file's own
-/// descriptor. Blocking waits run in waiter threads, never on request threads.
+/// descriptor. Blocking waits run in waiter threads, never on request threads; `waiters`
+/// bounds how many at once (past it a blocking request is answered ENOLCK at once).
 public final class LockManager: Sendable {
     /// Where a lock request ended.
     public enum Outcome: Sendable {
@@ -50,11 +51,17 @@ public final class LockManager: Sendable {
 
     private let state = Mutex(State())
     private let logger: Logger
+    /// The bound on blocked requests waiting at once (`ResourceLimits.maxLockWaiters`): each
+    /// is a thread.
+    public let waiters: ResourceBound
+    /// The most INTERRUPTs remembered for requests not seen yet.
+    static let earlyInterruptCap = 4096
     /// Stack size of a waiter thread: it only sits in one syscall.
     static let waiterStack = 64 * 1024
 
-    public init(logger: Logger) {
+    public init(logger: Logger, waiters: ResourceBound) {
         self.logger = logger
+        self.waiters = waiters
         WakeSignal.install(WakeSignal.lockWaiter)
     }
 
@@ -132,6 +139,7 @@ public final class LockManager: Sendable {
     private func wait(unique: UInt64, owner: UInt64?, nodeID: UInt64, lock: LockRange?,
                       completion: @escaping @Sendable (Errno?) -> Void,
                       attempt: @escaping @Sendable () throws(Errno) -> Void) -> Outcome {
+        do throws(Errno) { try waiters.acquire() } catch { return .done(error) }
         let waiter = Waiter()
         let refusal: Errno? = state.withLock { s in
             if s.earlyInterrupts.removeValue(forKey: unique) != nil { return Errno.interrupted }
@@ -142,12 +150,16 @@ public final class LockManager: Sendable {
             s.waiters[unique] = waiter
             return nil
         }
-        if let refusal { return .done(refusal) }
+        if let refusal {
+            waiters.release()
+            return .done(refusal)
+        }
         let finish: @Sendable (Errno?) -> Void = { [self] result in
             state.withLock { s in
                 s.waiters[unique] = nil
                 if let owner { s.waiting[owner] = nil }
             }
+            waiters.release()
             waiter.finished.store(true, ordering: .releasing)
             completion(result)
         }
@@ -171,6 +183,7 @@ public final class LockManager: Sendable {
                 s.waiters[unique] = nil
                 if let owner { s.waiting[owner] = nil }
             }
+            waiters.release()
             return .done(Errno(rawValue: ENOLCK))
         }
         return .waiting
@@ -187,8 +200,15 @@ public final class LockManager: Sendable {
             if let waiter = s.waiters[unique] { return waiter }
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
-            if s.earlyInterrupts.count > 1024 {
+            if s.earlyInterrupts.count >= LockManager.earlyInterruptCap {
                 s.earlyInterrupts = s.earlyInterrupts.filter { now.tv_sec - $0.value.tv_sec < 30 }
+                // A client sending INTERRUPTs for requests that never come (a raw vhost-user
+                // guest) must not grow this without bound: keep an arbitrary half, so pruning
+                // stays rare and each INTERRUPT cheap.
+                if s.earlyInterrupts.count >= LockManager.earlyInterruptCap / 2 {
+                    s.earlyInterrupts = Dictionary(uniqueKeysWithValues: s.earlyInterrupts
+                        .prefix(LockManager.earlyInterruptCap / 2).map { ($0.key, $0.value) })
+                }
             }
             s.earlyInterrupts[unique] = now
             return nil
@@ -232,9 +252,10 @@ public final class LockManager: Sendable {
         _ = dropped   // closed outside the lock
     }
 
-    /// Number of (node, owner) host descriptors and of waiting requests (for stats and tests).
-    public var counts: (descriptors: Int, waiters: Int) {
-        state.withLock { ($0.descriptors.count, $0.waiters.count) }
+    /// Number of (node, owner) host descriptors, of waiting requests, and of INTERRUPTs kept
+    /// for requests not seen yet (for stats and tests).
+    public var counts: (descriptors: Int, waiters: Int, earlyInterrupts: Int) {
+        state.withLock { ($0.descriptors.count, $0.waiters.count, $0.earlyInterrupts.count) }
     }
 
     // MARK: Helpers

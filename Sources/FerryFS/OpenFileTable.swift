@@ -5,7 +5,8 @@ import Synchronization
 ///
 /// The handle is the host descriptor's number, which is unique while it is open; the table
 /// checks every `fh` the kernel sends, so a bad one is EBADF, never some other descriptor.
-/// Split into 64 shards by handle, each with its own lock.
+/// Split into 64 shards by handle, each with its own lock. With a bound
+/// (`ResourceLimits.maxOpenFiles`), opens past it are refused before any descriptor is opened.
 public final class OpenFileTable: Sendable {
     /// One open file or directory.
     public struct OpenFile: Sendable {
@@ -30,13 +31,30 @@ public final class OpenFileTable: Sendable {
     private static let shardCount = 64
     private let shards = (0..<OpenFileTable.shardCount).map { _ in Locked<[UInt64: OpenFile]>([:]) }
 
-    public init() {}
+    /// The bound on open files and directories, if any.
+    public let bound: ResourceBound?
+
+    public init(bound: ResourceBound? = nil) {
+        self.bound = bound
+    }
+
+    /// Runs `body`, which opens a file and `insert`s it, holding a place in the bound: throws
+    /// the bound's errno (and warns) when the table is full, and gives the place back if
+    /// `body` throws. Every `insert` must happen inside it; `remove` gives the place back.
+    public func reserving<R>(_ body: () throws(Errno) -> R) throws(Errno) -> R {
+        try bound?.acquire()
+        do { return try body() } catch {
+            bound?.release()
+            throw error
+        }
+    }
 
     private func shard(_ fh: UInt64) -> Locked<[UInt64: OpenFile]> {
         shards[Int(fh % UInt64(OpenFileTable.shardCount))]
     }
 
-    /// Registers a descriptor (and its page-cache twin, if any) the table now owns; returns its `fh`.
+    /// Registers a descriptor (and its page-cache twin, if any) the table now owns; returns its
+    /// `fh`. Call it inside `reserving`.
     public func insert(fd: Int32, nodeID: UInt64, pageCacheFD: Int32? = nil, direct: Bool = false) -> UInt64 {
         let fh = UInt64(fd)
         let file = OpenFile(fd: OwnedFD(fd), nodeID: nodeID, pageCacheFD: pageCacheFD.map(OwnedFD.init), direct: direct)
@@ -52,7 +70,9 @@ public final class OpenFileTable: Sendable {
 
     /// Forgets `fh`; its descriptor closes once no request uses it any more.
     public func remove(_ fh: UInt64) -> OpenFile? {
-        shard(fh).withLock { $0.removeValue(forKey: fh) }
+        let removed = shard(fh).withLock { $0.removeValue(forKey: fh) }
+        if removed != nil { bound?.release() }
+        return removed
     }
 
     /// Some open file of node `nodeID`, if the kernel has one open (a linear search: only used

@@ -17,10 +17,12 @@ public struct DirectoryEntry: Sendable {
 extension PassthroughFS {
     /// OPENDIR: opens the directory for reading with the caller's permissions.
     public func opendir(_ ctx: ThreadCredentials, nodeID: UInt64) throws(Errno) -> UInt64 {
-        try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
-            guard inode.type == .directory else { throw Errno.notDirectory }
-            let dir = try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory)
-            return openFiles.insert(fd: dir, nodeID: nodeID)
+        try openFiles.reserving { () throws(Errno) in
+            try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+                guard inode.type == .directory else { throw Errno.notDirectory }
+                let dir = try Host.reopen(fd, flags: HostFlags.oRdOnly | HostFlags.oDirectory)
+                return openFiles.insert(fd: dir, nodeID: nodeID)
+            }
         }
     }
 
@@ -34,7 +36,8 @@ extension PassthroughFS {
         let dir = try openFiles.get(fh)
         let fd = dir.fd.rawValue
         _ = try Host.lseek(fd, offset: Int64(bitPattern: offset), whence: SEEK_SET)
-        let chunk = max(plus ? size / 4 : size, 1024)
+        // `size` is the client's; the engine caps it at the reply buffer, this at 1 MiB again.
+        let chunk = max(min(plus ? size / 4 : size, 1 << 20), 1024)
         var buffer = [UInt8](repeating: 0, count: chunk)
         while true {
             let filled = try buffer.withUnsafeMutableBytes { raw in Result { () throws(Errno) in try Host.getdents(fd, into: raw) } }.get()

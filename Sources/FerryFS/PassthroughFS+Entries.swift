@@ -25,8 +25,10 @@ extension PassthroughFS {
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
-            try Host.mkdir(dirFD, name, mode: mode)
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.mkdir(dirFD, name, mode: mode)
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 
@@ -38,8 +40,10 @@ extension PassthroughFS {
         let (major, minor) = DeviceNumber.decode32(rdev)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
-            try Host.mknod(dirFD, name, mode: mode, device: DeviceNumber.make(major: major, minor: minor))
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.mknod(dirFD, name, mode: mode, device: DeviceNumber.make(major: major, minor: minor))
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 
@@ -48,8 +52,10 @@ extension PassthroughFS {
         try checkWritable()
         let name = try validName(name)
         return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            try Host.symlink(target: CName(target), dirFD, name)
-            return try lookupChild(dirFD: dirFD, name: name)
+            return try inodes.withRoom { (room) throws(Errno) in
+                try Host.symlink(target: CName(target), dirFD, name)
+                return try lookupChild(dirFD: dirFD, name: name, room: room)
+            }
         }
     }
 

@@ -50,15 +50,17 @@ extension PassthroughFS {
         try checkOpenAllowed(hostFlags)
         let exec = Int32(bitPattern: flags) & PassthroughFS.execOpenFlag != 0
             && hostFlags & (HostFlags.oAccessMode | HostFlags.oTrunc) == HostFlags.oRdOnly
-        return try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
-            guard !inode.isSymlink else { throw Errno.loop }
-            let file: Int32
-            do throws(Errno) {
-                file = try Host.reopen(fd, flags: hostFlags)
-            } catch .access where exec && inode.type == .regular {
-                file = try openToExecute(ctx, fd, flags: hostFlags)
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
+                guard !inode.isSymlink else { throw Errno.loop }
+                let file: Int32
+                do throws(Errno) {
+                    file = try Host.reopen(fd, flags: hostFlags)
+                } catch .access where exec && inode.type == .regular {
+                    file = try openToExecute(ctx, fd, flags: hostFlags)
+                }
+                return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
             }
-            return insertOpenFile(ctx, file, nodeID: nodeID, flags: hostFlags)
         }
     }
 
@@ -79,15 +81,19 @@ extension PassthroughFS {
         let name = try validName(name)
         let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
             | (Int32(bitPattern: flags) & HostFlags.oExcl)
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            ctx.setUmask(umask)
-            let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
-            do throws(Errno) {
-                let entry = try remember(fd: file)
-                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-            } catch {
-                Host.close(file)
-                throw error
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+                ctx.setUmask(umask)
+                return try inodes.withRoom { (room) throws(Errno) in
+                    let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
+                    do throws(Errno) {
+                        let entry = try remember(fd: file, room: room)
+                        return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                    } catch {
+                        Host.close(file)
+                        throw error
+                    }
+                }
             }
         }
     }
@@ -97,15 +103,19 @@ extension PassthroughFS {
                         umask: UInt32) throws(Errno) -> (Entry, UInt64) {
         try checkWritable()
         let hostFlags = (hostOpenFlags(flags) & ~HostFlags.oDirectory) | HostFlags.oTmpfile
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
-            ctx.setUmask(umask)
-            let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
-            do throws(Errno) {
-                let entry = try remember(fd: file, keepDescriptor: true)
-                return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
-            } catch {
-                Host.close(file)
-                throw error
+        return try openFiles.reserving { () throws(Errno) in
+            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+                ctx.setUmask(umask)
+                return try inodes.withRoom { (room) throws(Errno) in
+                    let file = try Host.openat(dirFD, CName("."), flags: hostFlags, mode: mode)
+                    do throws(Errno) {
+                        let entry = try remember(fd: file, keepDescriptor: true, room: room)
+                        return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
+                    } catch {
+                        Host.close(file)
+                        throw error
+                    }
+                }
             }
         }
     }

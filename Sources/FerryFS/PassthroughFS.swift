@@ -36,7 +36,7 @@ public final class PassthroughFS: Sendable {
     /// The inodes the kernel holds.
     public let inodes: InodeStore
     /// Open files and directories.
-    public let openFiles = OpenFileTable()
+    public let openFiles: OpenFileTable
     /// POSIX and flock locks on host OFD locks.
     public let locks: LockManager
     /// Settings.
@@ -46,6 +46,8 @@ public final class PassthroughFS: Sendable {
     /// Proves that files reached by handle lie inside the shared directory.
     let containment: Containment
     let logger: Logger
+    /// Warns (rate-limited) about requests refused for their size, e.g. an oversized SETXATTR.
+    let oversizedRequests: RateLimitedWarning
 
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
@@ -55,7 +57,14 @@ public final class PassthroughFS: Sendable {
     public init(source: String, options: FSOptions, logger: Logger) throws(Errno) {
         self.options = options
         self.logger = logger
-        self.locks = LockManager(logger: logger)
+        self.oversizedRequests = RateLimitedWarning(logger: logger, intervalSeconds: ResourceBound.warningInterval)
+        let limits = options.limits
+        self.locks = LockManager(logger: logger, waiters: ResourceBound(
+            name: "blocked lock requests", limit: limits.maxLockWaiters, refusal: Errno(rawValue: ENOLCK),
+            option: "--max-lock-waiters", logger: logger))
+        self.openFiles = OpenFileTable(bound: ResourceBound(
+            name: "open files", limit: limits.maxOpenFiles, refusal: Errno(rawValue: ENFILE),
+            option: "--max-open-files", logger: logger))
         ProcSelfFD.prepare()
         let fd: Int32
         if let attributes = options.hostMount {
@@ -78,9 +87,14 @@ public final class PassthroughFS: Sendable {
             }
         }
         inodes = try InodeStore(rootFD: rootFD, rootDirectory: rootDirectory, rootStat: stat, mode: mode,
-                                 indexHandles: options.indexHandles)
+                                 indexHandles: options.indexHandles,
+                                 bound: ResourceBound(name: "inodes", limit: limits.maxInodes, refusal: Errno(rawValue: ENOMEM),
+                                                      option: "--max-inodes", logger: logger))
         containment = Containment(root: inodes.root)
     }
+
+    /// The connection's resource bounds (inodes, open files, lock waiters), for reports.
+    public var bounds: [ResourceBound] { [inodes.bound, openFiles.bound, locks.waiters].compactMap { $0 } }
 
     // MARK: Shared helpers
 
@@ -104,16 +118,19 @@ public final class PassthroughFS: Sendable {
     /// Looks `name` up in the directory `dirFD` and records one kernel reference to it.
     /// The descriptor opened for the lookup is kept for the requests that usually follow on a
     /// new node (GETXATTR, GETATTR, OPEN) when the inode is a file handle.
-    func lookupChild(dirFD: Int32, name: CName) throws(Errno) -> Entry {
+    /// `room` is the place reserved for it when the caller just created it.
+    func lookupChild(dirFD: Int32, name: CName, room: InodeStore.Room? = nil) throws(Errno) -> Entry {
         let fd = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
-        return try remember(fd: fd.rawValue, offering: fd)
+        return try remember(fd: fd.rawValue, offering: fd, room: room)
     }
 
     /// Records one kernel reference to the inode open as `fd`.
-    /// `offering` is an O_PATH descriptor of the same file the path descriptor cache may keep.
-    func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil) throws(Errno) -> Entry {
+    /// `offering` is an O_PATH descriptor of the same file the path descriptor cache may keep;
+    /// `room` the place in the inode bound reserved before the file was created.
+    func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil,
+                  room: InodeStore.Room? = nil) throws(Errno) -> Entry {
         let first = try stat(fd: fd)
-        let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor)
+        let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor, room: room)
         if let offering, inode.isHandle { inodes.pathDescriptors.store(offering, for: inode.nodeID) }
         // With change notifications, a host change between that stat and the node's
         // registration would find no node and be dropped, leaving the reply's attributes stale:

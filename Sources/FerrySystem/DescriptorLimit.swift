@@ -34,8 +34,15 @@ public enum DescriptorLimit {
         return setrlimit(resource, &raised) == 0 ? (before, Int(clamping: limit.rlim_max)) : (before, before)
     }
 
+    /// Sets the soft and hard limit to `count` (virtiofsd's `--rlimit-nofile`); raising the
+    /// hard limit needs CAP_SYS_RESOURCE (EPERM otherwise).
+    public static func set(_ count: Int) throws(Errno) {
+        var limit = rlimit(rlim_cur: rlim_t(count), rlim_max: rlim_t(count))
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 { throw Errno.current }
+    }
+
     /// fs.nr_open: the largest RLIMIT_NOFILE the kernel allows (1,048,576 unless changed).
-    static func kernelMaximum() -> Int {
+    public static func kernelMaximum() -> Int {
         let fd = open("/proc/sys/fs/nr_open", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return ceiling }
         defer { close(fd) }

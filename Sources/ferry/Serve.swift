@@ -95,6 +95,18 @@ struct Serve: ParsableCommand {
     @Option(help: "How inodes are remembered: never (an fd each), prefer (file handles where possible), mandatory.")
     var inodeFileHandles: InodeFileHandles = .prefer
 
+    @Option(help: "Inodes the client may hold at once; past it a LOOKUP or CREATE is answered ENOMEM (default 1000000; with an O_PATH descriptor per inode, half the descriptors). See README, Resource bounds.")
+    var maxInodes: Int?
+
+    @Option(help: "Files and directories the client may have open at once; past it an open is answered ENFILE (default half the descriptor limit, less a reserve).")
+    var maxOpenFiles: Int?
+
+    @Option(help: "Blocked lock requests (F_SETLKW, flock) that may wait at once, a thread each; past it one is answered ENOLCK (default 1024).")
+    var maxLockWaiters: Int?
+
+    @Option(help: "Set RLIMIT_NOFILE (soft and hard) to N instead of raising it as far as allowed; 0 leaves it as it is (virtiofsd's --rlimit-nofile).")
+    var rlimitNofile: Int?
+
     @Flag(inversion: .prefixedNo, help: "Let other users reach the mount (default: on when run as root).")
     var allowOther: Bool?
 
@@ -148,6 +160,7 @@ struct Serve: ParsableCommand {
         do { _ = try serve.idTranslation() } catch { throw ValidationError(error.description) }
         if let threads = serve.threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
         if serve.ioDepth < 1 || serve.ioDepth > 256 { throw ValidationError("--io-depth must be between 1 and 256") }
+        try serve.validateResourceLimits()
         let ringSize = serve.notifyRingSize
         if ringSize < 2 || ringSize > 1 << 20 || ringSize & (ringSize - 1) != 0 {
             throw ValidationError("--notify-ring-size must be a power of two between 2 and 1048576")
@@ -221,7 +234,8 @@ struct Serve: ParsableCommand {
         let wantNotify = notify ?? (cache != .never)
         fsOptions.indexHandles = wantNotify
         fsOptions.hostMount = access.privateMount
-        raiseDescriptorLimit(logger: logger)
+        try applyDescriptorLimit(logger: logger)
+        fsOptions.limits = resourceLimits(logger: logger)
         let fs: PassthroughFS
         do {
             fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
@@ -265,7 +279,7 @@ struct Serve: ParsableCommand {
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
                                    transport: transportSetting, logger: logger)
-        let report = StatsReport(notifier: notifier, logger: logger)
+        let report = StatsReport(notifier: notifier, fs: fs, logger: logger)
         try signals.start { signal in
             if signal == SIGUSR1 { report.print(); return }
             logger.info("signal \(signal) received")
@@ -291,12 +305,6 @@ struct Serve: ParsableCommand {
     }
 
     /// The engine settings that mean the same for every transport: caching, locks, ACLs.
-    /// Raises RLIMIT_NOFILE before anything sizes itself by it (the kept-descriptor cache).
-    func raiseDescriptorLimit(logger: Logger) {
-        let (before, after) = DescriptorLimit.raise()
-        if after != before { logger.info("descriptor limit raised from \(before) to \(after)") }
-    }
-
     func sharedEngineOptions() throws(StartupError) -> EngineOptions {
         var options = EngineOptions()
         do { options.ids = try idTranslation() } catch { throw StartupError(error.description) }
@@ -318,6 +326,7 @@ struct Serve: ParsableCommand {
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
         print("  idmapped mounts: \(explainIdmappedMounts())")
+        print("  \(explainResourceLimits())")
         try explainIDTranslation()
     }
 

@@ -49,6 +49,7 @@ extension Serve {
             print("ferry serve \(source) --socket-path \(socketPath) would run with:")
             print("  transport: vhost-user (virtio-fs), passthrough off (a VM's I/O comes through the virtqueues), change notifications off (no virtio-fs notification queue)")
             print("  I/O engine: \((try AutoConfiguration(self)).ioEngine), cache \(cache.rawValue)\(readonly ? ", read-only" : "")")
+            print("  \(explainResourceLimits())")
             try explainIDTranslation()
             return
         }
@@ -68,7 +69,8 @@ extension Serve {
         engineOptions.ioEngine = (try AutoConfiguration(self)).ioEngine
         engineOptions.ioDepth = ioDepth
         engineOptions.callerPIDsAreHostPIDs = false
-        raiseDescriptorLimit(logger: logger)
+        try applyDescriptorLimit(logger: logger)
+        fsOptions.limits = resourceLimits(logger: logger)
         let source = self.source, inodeFileHandles = self.inodeFileHandles
         let makeEngine = { () throws -> FUSEEngine in
             let fs: PassthroughFS

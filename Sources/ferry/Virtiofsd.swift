@@ -10,7 +10,8 @@ import Glibc
 /// announce_submounts,readdirplus,no_readdirplus,log_level=...`, `--thread-pool-size=N`, `-d`,
 /// `--debug`, `-f`, `--syslog`, `--print-capabilities`; Rust virtiofsd's `--shared-dir=DIR`,
 /// `--cache=MODE`, `--xattr`, `--sandbox=...`, `--announce-submounts`, `--translate-uid=RULE`,
-/// `--translate-gid=RULE` (the same rules as `ferry serve`'s). Options Ferry cannot honour
+/// `--translate-gid=RULE` (the same rules as `ferry serve`'s), `--rlimit-nofile=N` (RLIMIT_NOFILE,
+/// which also sizes the default resource bounds). Options Ferry cannot honour
 /// (xattrmap, `--uid-map`/`--gid-map` user namespaces, a cache mode `metadata`) are refused with
 /// one line. Where virtiofsd defaults differ (it keeps locks and xattrs off unless asked), Ferry
 /// keeps its own defaults (host locks and xattrs on) and honours the explicit `no_` forms.
@@ -120,6 +121,7 @@ struct Virtiofsd: ParsableCommand {
                 else if arg == "--cache" || arg.hasPrefix("--cache=") { options += try cache(try value(arg, "--cache")) }
                 else if arg == "--translate-uid" || arg.hasPrefix("--translate-uid=") { options += ["--translate-uid", try value(arg, "--translate-uid")] }
                 else if arg == "--translate-gid" || arg.hasPrefix("--translate-gid=") { options += ["--translate-gid", try value(arg, "--translate-gid")] }
+                else if arg == "--rlimit-nofile" || arg.hasPrefix("--rlimit-nofile=") { options += ["--rlimit-nofile", try value(arg, "--rlimit-nofile")] }
                 else if arg == "--thread-pool-size" || arg.hasPrefix("--thread-pool-size=") { _ = try value(arg, "--thread-pool-size") }
                 else if arg == "--sandbox" || arg.hasPrefix("--sandbox=") || arg == "--socket-group" || arg.hasPrefix("--socket-group=")
                             || arg == "--log-level" || arg.hasPrefix("--log-level=") {

@@ -36,6 +36,11 @@ final class VhostProtocolTests: XCTestCase {
     let book = LogBook()
     var server: VhostUserServer!
     var thread: HostThread?
+    /// The resource bounds of the next connection's filesystem (read when the guest connects).
+    final class Limits: Sendable {
+        let value = Mutex(ResourceLimits.unbounded)
+    }
+    let limits = Limits()
 
     override func setUpWithError() throws {
         var template = Array("/tmp/ferry-vhost-proto.XXXXXX".utf8CString)
@@ -46,11 +51,14 @@ final class VhostProtocolTests: XCTestCase {
         let book = self.book
         let logger = Logger(label: "test") { _ in BookHandler(book: book) }
         let source = directory + "/src"
+        let limits = self.limits
         server = VhostUserServer(socketPath: socketPath, persist: true, logger: logger) {
             var options = EngineOptions()
             options.ioEngine = .sync
             options.callerPIDsAreHostPIDs = false
-            return FUSEEngine(fs: try PassthroughFS(source: source, options: FSOptions(), logger: logger), options: options, logger: logger)
+            var fsOptions = FSOptions()
+            fsOptions.limits = limits.value.withLock { $0 }
+            return FUSEEngine(fs: try PassthroughFS(source: source, options: fsOptions, logger: logger), options: options, logger: logger)
         }
         try server.listen()
         let server = self.server!
@@ -273,6 +281,63 @@ final class VhostProtocolTests: XCTestCase {
 
     static func openFDCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
 
+    /// Offers `request` as chain `head` (and `head + 1` for `replySpace` bytes of reply at
+    /// `gpa + 0x1000`) and kicks the queue.
+    static func run(_ ram: FakeRAM, _ kick: EventCounter, _ head: UInt16, _ request: [UInt8], at gpa: UInt64,
+                    replySpace: UInt32 = 512) {
+        ram.write(request, at: gpa)
+        ram.descriptor(Int(head), addr: gpa, len: UInt32(request.count), flags: 1, next: head + 1)
+        ram.descriptor(Int(head) + 1, addr: gpa + 0x1000, len: replySpace, flags: 2)
+        ram.offer(head)
+        kick.signal()
+    }
+
+    /// INIT (chain 0) and CREATE "locked" O_RDWR in the root (chain 2); returns its node and
+    /// the body of a flock SETLKW (F_WRLCK) through its handle.
+    func initAndCreateLocked(_ ram: FakeRAM, kick: EventCounter) -> (node: UInt64, setlkw: [UInt8]) {
+        Self.run(ram, kick, 0, Self.initRequest(unique: 1), at: 0x10000)
+        XCTAssertTrue(waitFor { ram.usedIdx == 1 })
+        // CREATE: fuse_create_in + name.
+        Self.run(ram, kick, 2, Self.request(35, unique: 2, node: 1, Self.u32(UInt32(O_RDWR)) + Self.u32(0o100644) + Self.u32(0) + Self.u32(0) + Array("locked\0".utf8)),
+                 at: 0x20000)
+        XCTAssertTrue(waitFor { ram.usedIdx == 2 })
+        let created = ram.read(16 + 128 + 16, at: 0x21000)
+        XCTAssertEqual(created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }, 0, "CREATE failed")
+        let node = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
+        let fh = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16 + 128, as: UInt64.self) }
+        let lk = Self.u64(fh) + Self.u64(0x1234) + Self.u64(0) + Self.u64(UInt64.max) + Self.u32(UInt32(F_WRLCK)) + Self.u32(1)
+            + Self.u32(1) + Self.u32(0)
+        return (node, lk)
+    }
+
+    /// With `--max-lock-waiters 1` on the connection, a second blocking flock behind a host
+    /// holder gets its chain back at once with ENOLCK (the queue holds one waiting chain, not
+    /// two), and the log says which bound was reached.
+    func testLockWaiterBoundOverVhost() throws {
+        limits.value.withLock { $0.maxLockWaiters = 1 }
+        let ram = try FakeRAM(directory + "/ram")
+        let kick = try EventCounter(), call = try EventCounter()
+        let client = try startDevice(ram, kick: kick, call: call)
+        let host = open(directory + "/src/locked", O_RDWR | O_CREAT, 0o644)
+        defer { close(host) }
+        XCTAssertEqual(flock(host, LOCK_EX), 0)
+        let (node, lk) = initAndCreateLocked(ram, kick: kick)
+        Self.run(ram, kick, 4, Self.request(33, unique: 3, node: node, lk), at: 0x30000)
+        Self.run(ram, kick, 6, Self.request(33, unique: 4, node: node, lk), at: 0x40000)
+        XCTAssertTrue(waitFor { ram.usedIdx == 3 }, book.all)
+        XCTAssertEqual(ram.used(2).id, 6)
+        let refused = ram.read(16, at: 0x41000)
+        XCTAssertEqual(refused.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }, -ENOLCK)
+        XCTAssertEqual(refused.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }, 4)
+        XCTAssertTrue(book.contains("resource bound reached: 1 blocked lock requests (--max-lock-waiters)"), book.all)
+        // The first still waits; stopping the queue ends it (EINTR) and returns its chain.
+        client.send(11, Self.u32(1) + Self.u32(0))
+        XCTAssertEqual(try XCTUnwrap(client.reply()).payload, Self.u32(1) + Self.u32(4))
+        XCTAssertEqual(ram.usedIdx, 4)
+        XCTAssertEqual(ram.used(3).id, 4)
+        XCTAssertEqual(flock(host, LOCK_UN), 0)
+    }
+
     /// A guest's blocking flock waits on a host lock; stopping the queue (GET_VRING_BASE, as QEMU
     /// does when the VM stops) interrupts it: the chain comes back with EINTR, no waiter is left
     /// to take the lock later, and the connection's descriptors are all released at disconnect.
@@ -284,27 +349,9 @@ final class VhostProtocolTests: XCTestCase {
         let host = open(directory + "/src/locked", O_RDWR | O_CREAT, 0o644)
         XCTAssertEqual(flock(host, LOCK_EX), 0)
 
-        func run(_ head: UInt16, _ request: [UInt8], at gpa: UInt64, replySpace: UInt32 = 512) {
-            ram.write(request, at: gpa)
-            ram.descriptor(Int(head), addr: gpa, len: UInt32(request.count), flags: 1, next: head + 1)
-            ram.descriptor(Int(head) + 1, addr: gpa + 0x1000, len: replySpace, flags: 2)
-            ram.offer(head)
-            kick.signal()
-        }
-        run(0, Self.initRequest(unique: 1), at: 0x10000)
-        XCTAssertTrue(waitFor { ram.usedIdx == 1 })
-        // CREATE "locked" (O_RDWR) in the root: fuse_create_in + name.
-        run(2, Self.request(35, unique: 2, node: 1, Self.u32(UInt32(O_RDWR)) + Self.u32(0o100644) + Self.u32(0) + Self.u32(0) + Array("locked\0".utf8)),
-            at: 0x20000)
-        XCTAssertTrue(waitFor { ram.usedIdx == 2 })
-        let created = ram.read(16 + 128 + 16, at: 0x21000)
-        XCTAssertEqual(created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: Int32.self) }, 0, "CREATE failed")
-        let node = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
-        let fh = created.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16 + 128, as: UInt64.self) }
+        let (node, lk) = initAndCreateLocked(ram, kick: kick)
         // SETLKW with LK_FLOCK, F_WRLCK: blocks on the host's flock.
-        let lk = Self.u64(fh) + Self.u64(0x1234) + Self.u64(0) + Self.u64(UInt64.max) + Self.u32(UInt32(F_WRLCK)) + Self.u32(1)
-            + Self.u32(1) + Self.u32(0)
-        run(4, Self.request(33, unique: 3, node: node, lk), at: 0x30000)
+        Self.run(ram, kick, 4, Self.request(33, unique: 3, node: node, lk), at: 0x30000)
         usleep(300_000)
         XCTAssertEqual(ram.usedIdx, 2, "the SETLKW did not wait")
         // Stop the queue: the wait ends with EINTR and the chain is returned.
