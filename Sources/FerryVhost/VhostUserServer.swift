@@ -44,6 +44,10 @@ public final class VhostUserServer: @unchecked Sendable {
         listener.store(fd, ordering: .releasing)
     }
 
+    /// Leaves the socket file in place at exit: inside a sandbox its path no longer names it
+    /// (the next `listen` replaces the stale file).
+    public func keepSocketFile() { ownsSocketFile = false }
+
     /// Binds the socket (replacing a stale socket file). Call before `run`.
     public func listen() throws(Errno) {
         var st = stat()

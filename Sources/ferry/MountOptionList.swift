@@ -35,7 +35,8 @@ struct MountOptionList: Equatable {
     /// Ferry's own options that take a value, and those that are flags (the long options of
     /// `ferry serve`, plus `allow_other` as FUSE spells it).
     static let valued: Set<String> = ["cache", "passthrough", "transport", "threads", "inode-file-handles", "notify-watcher",
-                                      "notify-ring-size", "log-level", "log-file", "io-engine", "io-depth"]
+                                      "notify-ring-size", "log-level", "log-file", "io-engine", "io-depth",
+                                      "sandbox", "seccomp"]
     static let flags: Set<String> = ["writeback", "readonly", "no-xattr", "no-posix-locks", "no-flock",
                                      "allow-other", "no-allow-other", "notify", "no-notify", "stats"]
     /// Generic options that change nothing for Ferry (mount(8), fstab and systemd bookkeeping,
