@@ -19,10 +19,10 @@ public enum SeccompMode: String, Sendable, CaseIterable {
 
 /// A seccomp filter built from `SyscallAllowList` with libseccomp and loaded for the process.
 public enum SeccompFilter {
-    /// Builds the filter for `features` and loads it (with no_new_privs set). Returns the
+    /// Builds the filter and loads it (with no_new_privs set). Returns the
     /// number of calls allowed. Run on the main thread before other threads start: a filter
     /// applies to the thread that loads it and to the threads it starts later.
-    public static func install(_ mode: SeccompMode, features: SyscallAllowList.Features) throws(SandboxError) -> Int {
+    public static func install(_ mode: SeccompMode) throws(SandboxError) -> Int {
         guard mode != .none else { return 0 }
         let defaultAction: UInt32
         switch mode {
@@ -36,7 +36,7 @@ public enum SeccompFilter {
         }
         defer { seccomp_release(context) }
         var allowed = 0
-        for group in SyscallAllowList.groups(for: features) {
+        for group in SyscallAllowList.groups {
             for name in group.names {
                 let number = seccomp_syscall_resolve_name(name)
                 guard number != __NR_SCMP_ERROR else {

@@ -25,15 +25,8 @@ public enum SyscallAllowList {
         }
     }
 
-    /// What the server runs with, where it changes the list.
-    public struct Features: Sendable {
-        /// An ordinary user's /dev/fuse server unmounts by running fusermount3 (exec).
-        public var unprivilegedUnmount = false
-        public init() {}
-    }
-
-    /// The groups every server needs.
-    public static let common: [Group] = [
+    /// The groups, each with its reason.
+    public static let groups: [Group] = [
         Group("memory: the Swift runtime, malloc, per-thread buffers, guest memory of a VM (mmap of the regions QEMU sends)",
               ["brk", "mmap", "munmap", "mprotect", "mremap", "madvise"]),
         Group("threads: request, ring, lock-waiter, watcher and signal threads (pthread_create, futex waits, thread names, CPU pinning of ring queues)",
@@ -86,14 +79,4 @@ public enum SyscallAllowList {
     /// unshare(2) is allowed with exactly CLONE_FS (each request thread's own umask), never to
     /// enter new namespaces.
     public static let unshareFlags: UInt64 = 0x200   // CLONE_FS
-
-    /// An ordinary user's server unmounts through fusermount3 (posix_spawn, exec, wait).
-    public static let unprivilegedUnmount = Group(
-        "an ordinary user's server unmounts by running fusermount3 -u",
-        ["execve", "vfork"])
-
-    /// The groups for `features`.
-    public static func groups(for features: Features) -> [Group] {
-        common + (features.unprivilegedUnmount ? [unprivilegedUnmount] : [])
-    }
 }

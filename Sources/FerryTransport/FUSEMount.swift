@@ -14,7 +14,7 @@ public final class FUSEMount: @unchecked Sendable {
     private let session: OpaquePointer
     private var closed = false
     /// The process that unmounts for a sandboxed server (set by `keepReachable` before the sandbox).
-    public private(set) var helper: MountHelper?
+    public private(set) var helper: HostHelper?
     /// /sys/fs/fuse/connections/N/abort, opened by `keepReachable` (-1: open it when needed).
     private var abortFD: Int32 = -1
 
@@ -52,14 +52,7 @@ public final class FUSEMount: @unchecked Sendable {
         if geteuid() == 0 {
             if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
         }
-        var pid = pid_t()
-        let words: [String] = ["fusermount3", "-u", "-z", "-q", mountpoint]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        if posix_spawnp(&pid, "fusermount3", nil, nil, argv, environ) == 0 {
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-        }
+        HostProcess.runSearchingPath("fusermount3", arguments: ["fusermount3", "-u", "-z", "-q", mountpoint])
     }
 
     /// Aborts the connection through /sys/fs/fuse/connections (root only): every pending and
@@ -76,10 +69,11 @@ public final class FUSEMount: @unchecked Sendable {
         Glibc.close(fd)
     }
 
-    /// Prepares for a sandbox in which MOUNTPOINT and /sys have no path: unmounting goes
-    /// through `helper` (a process left in the host's mount namespace), and the connection's
-    /// abort file is opened now. Call before the sandbox, on the main thread.
-    public func keepReachable(through helper: MountHelper) throws(Errno) {
+    /// Prepares for a sandbox in which MOUNTPOINT and /sys have no path, or for a seccomp filter
+    /// under which an ordinary user's server can no longer run the set-user-id fusermount3
+    /// (no_new_privs): unmounting goes through `helper` (a process started before either), and
+    /// the connection's abort file is opened now. Call on the main thread before the threads start.
+    public func keepReachable(through helper: HostHelper) throws(Errno) {
         try DevFuseDevice.prepare()
         self.helper = helper
         if let connection, geteuid() == 0 {

@@ -113,7 +113,7 @@ final class FUSERingQueue: @unchecked Sendable {
     /// Entries parked since the last nudge (queue thread only).
     private var parkedSinceNudge = 0
 
-    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String, helper: MountHelper? = nil,
+    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String, helper: HostHelper? = nil,
          logger: Logger) throws(Errno) {
         self.qid = qid
         nudger = RingNudger(cpu: qid, mountpoint: mountpoint, helper: helper, logger: logger)

@@ -19,7 +19,7 @@ public final class FUSERingServer: Sendable {
     /// Prepares `queueCount` queues (one per possible CPU) on the connection `deviceFD`, whose
     /// INIT reply already took FUSE_OVER_IO_URING. `helper` makes the queues' nudges when the
     /// server is sandboxed (MOUNTPOINT has no path then).
-    public init(engine: FUSEEngine, deviceFD: Int32, mountpoint: String, helper: MountHelper? = nil, session: Negotiated, depth: Int = defaultDepth,
+    public init(engine: FUSEEngine, deviceFD: Int32, mountpoint: String, helper: HostHelper? = nil, session: Negotiated, depth: Int = defaultDepth,
                 queueCount: Int = HostThread.configuredCPUs, logger: Logger) throws(Errno) {
         let maxPages = UInt16(engine.options.maxWrite / 4096)
         let payload = FUSERingABI.payloadSize(maxWrite: engine.options.maxWrite, maxPages: maxPages)

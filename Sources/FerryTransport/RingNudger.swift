@@ -18,11 +18,11 @@ final class RingNudger: Sendable {
     private let cpu: Int
     private let mountpoint: String
     /// Makes the nudges of a sandboxed server (which has no path to MOUNTPOINT).
-    private let helper: MountHelper?
+    private let helper: HostHelper?
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
-    init(cpu: Int, mountpoint: String, helper: MountHelper? = nil, logger: Logger) {
+    init(cpu: Int, mountpoint: String, helper: HostHelper? = nil, logger: Logger) {
         self.cpu = cpu
         self.mountpoint = mountpoint
         self.helper = helper

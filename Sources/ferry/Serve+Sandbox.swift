@@ -2,6 +2,7 @@ import ArgumentParser
 import FerrySandbox
 import FerrySystem
 import FerryTransport
+import FerryVhost
 import Glibc
 import Logging
 
@@ -17,8 +18,10 @@ extension Serve {
         var sourceFD: Int32
         /// The FUSE mount (nil for a VM, which has none).
         var mount: FUSEMount?
+        /// A VM's server and the socket file it owns (nil: none, or a supervisor's).
+        var vhost: VhostUserServer?
+        var socketFile: String?
         var capabilities = CapabilityPlan.Features()
-        var syscalls = SyscallAllowList.Features()
     }
 
     /// The sandbox mode to run: the one asked for, else namespace for root and none otherwise.
@@ -37,6 +40,12 @@ extension Serve {
     func enterSandbox(_ setting: SandboxSetting, root: Bool, logger: Logger) throws(StartupError) -> SandboxMode {
         var mode = try sandboxMode(root: root)
         let explicit = sandbox != nil
+        if mode == .none && !root && seccomp != .none && setting.mount != nil {
+            // no_new_privs keeps fusermount3 from running set-user-id: unmount through the helper.
+            do { try prepareHostSide(setting) } catch {
+                throw StartupError("cannot start the mount helper (needed to unmount under --seccomp \(seccomp.rawValue)): \(error)")
+            }
+        }
         if mode != .none {
             do {
                 try prepareHostSide(setting)
@@ -59,7 +68,7 @@ extension Serve {
         }
         let allowed: Int
         do {
-            allowed = try SeccompFilter.install(seccomp, features: setting.syscalls)
+            allowed = try SeccompFilter.install(seccomp)
         } catch {
             throw StartupError("--seccomp \(seccomp.rawValue): \(error)")
         }
@@ -70,17 +79,23 @@ extension Serve {
         return mode
     }
 
-    /// Opens, before the sandbox, what is used by path afterwards: /proc (callers' groups),
-    /// /proc/self/fd, and for a FUSE mount /dev/fuse (reader clones), the connection's abort
-    /// file and the helper that unmounts from the host's mount namespace.
+    /// Opens, before the sandbox, what is used by path afterwards: for a FUSE mount /dev/fuse
+    /// (reader clones), the connection's abort file and the helper that unmounts from the host;
+    /// for a VM server the helper that removes its socket file at exit.
     private func prepareHostSide(_ setting: SandboxSetting) throws {
-        guard let mount = setting.mount else { return }
-        guard let connection = mount.connection else {
-            throw SandboxError("the mount's connection number is unknown (/proc/self/mountinfo)")
+        var targets = HostHelper.Targets()
+        if let mount = setting.mount {
+            guard let connection = mount.connection else {
+                throw SandboxError("the mount's connection number is unknown (/proc/self/mountinfo)")
+            }
+            (targets.mountpoint, targets.connection) = (mount.mountpoint, connection)
         }
-        let helper = try MountHelper(executable: HostProcess.selfExecutable,
-                                     arguments: ["ferry", "mount-helper", mount.mountpoint, "--connection", String(connection)])
-        try mount.keepReachable(through: helper)
+        targets.socket = setting.socketFile
+        guard !targets.arguments.isEmpty else { return }
+        let helper = try HostHelper(executable: HostProcess.selfExecutable,
+                                    arguments: ["ferry", "host-helper"] + targets.arguments)
+        try setting.mount?.keepReachable(through: helper)
+        setting.vhost?.removeSocketFile(through: helper)
     }
 }
 

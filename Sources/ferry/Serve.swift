@@ -264,9 +264,10 @@ struct Serve: ParsableCommand {
         setting.capabilities.fileHandles = inodeFileHandles != .never
         setting.capabilities.passthrough = chosen.passthrough
         setting.capabilities.fanotifyFilesystems = notifier?.watchesWholeFilesystems ?? false
-        setting.syscalls.unprivilegedUnmount = !root
-        _ = try enterSandbox(setting, root: root, logger: logger)
+        // glibc counts CPUs from /sys: before the sandbox, where that path would be SOURCE's.
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        _ = HostThread.configuredCPUs   // the ring queues' count, read now for the same reason
+        _ = try enterSandbox(setting, root: root, logger: logger)
         let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
                                    transport: transportSetting, logger: logger)
         let report = StatsReport(notifier: notifier, logger: logger)
@@ -315,6 +316,7 @@ struct Serve: ParsableCommand {
         }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
+        print("  sandbox \((try? sandboxMode(root: geteuid() == 0))?.rawValue ?? "refused (needs root)"), seccomp \(seccomp.rawValue)")
     }
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from

@@ -97,11 +97,12 @@ extension Serve {
             }
         }
         var setting = SandboxSetting(sourceFD: probe.fs.rootDirectory.rawValue, mount: nil)
+        setting.vhost = server
+        setting.socketFile = listenFD == nil ? socketPath : nil   // a supervisor's socket stays its own
         setting.capabilities.credentialSwitching = root
         setting.capabilities.fileHandles = inodeFileHandles != .never
         if try enterSandbox(setting, root: root, logger: logger) != .none {
             servedPath.path = "/"
-            server.keepSocketFile()   // its path is outside the new root
         }
         withExtendedLifetime(probe) {}
         try signals.start { signal in

@@ -9,7 +9,8 @@ import Glibc
 /// no_xattr,flock,no_flock,posix_lock,no_posix_lock,writeback,no_writeback,sandbox=...,
 /// announce_submounts,readdirplus,no_readdirplus,log_level=...`, `--thread-pool-size=N`, `-d`,
 /// `--debug`, `-f`, `--syslog`, `--print-capabilities`; Rust virtiofsd's `--shared-dir=DIR`,
-/// `--cache=MODE`, `--xattr`, `--sandbox=...`, `--announce-submounts`. Options Ferry cannot
+/// `--cache=MODE`, `--xattr`, `--sandbox=namespace|chroot|none`, `--seccomp=kill|log|trap|none`
+/// (both passed on to `ferry serve`), `--announce-submounts`. Options Ferry cannot
 /// honour (xattrmap, uid/gid maps, a cache mode `metadata`) are refused with one line. Where
 /// virtiofsd defaults differ (it keeps locks and xattrs off unless asked), Ferry keeps its own
 /// defaults (host locks and xattrs on) and honours the explicit `no_` forms.
@@ -95,7 +96,8 @@ struct Virtiofsd: ParsableCommand {
                 case ("no_flock", nil): options.append("--no-flock")
                 case ("no_posix_lock", nil): options.append("--no-posix-locks")
                 case ("writeback", nil): options.append("--writeback")
-                case ("sandbox", _?), ("announce_submounts", nil), ("readdirplus", nil), ("no_readdirplus", nil),
+                case ("sandbox", let mode?): options += ["--sandbox", mode]
+                case ("announce_submounts", nil), ("readdirplus", nil), ("no_readdirplus", nil),
                      ("allow_direct_io", nil), ("no_allow_direct_io", nil), ("killpriv_v2", nil), ("no_killpriv_v2", nil),
                      ("timeout", _?), ("modcaps", _?): break
                 case ("log_level", let level?): options += ["--log-level", level == "warn" ? "warning" : level]
@@ -118,7 +120,9 @@ struct Virtiofsd: ParsableCommand {
                 else if arg == "--shared-dir" || arg.hasPrefix("--shared-dir=") { source = try value(arg, "--shared-dir") }
                 else if arg == "--cache" || arg.hasPrefix("--cache=") { options += try cache(try value(arg, "--cache")) }
                 else if arg == "--thread-pool-size" || arg.hasPrefix("--thread-pool-size=") { _ = try value(arg, "--thread-pool-size") }
-                else if arg == "--sandbox" || arg.hasPrefix("--sandbox=") || arg == "--socket-group" || arg.hasPrefix("--socket-group=")
+                else if arg == "--sandbox" || arg.hasPrefix("--sandbox=") { options += ["--sandbox", try value(arg, "--sandbox")] }
+                else if arg == "--seccomp" || arg.hasPrefix("--seccomp=") { options += ["--seccomp", try value(arg, "--seccomp")] }
+                else if arg == "--socket-group" || arg.hasPrefix("--socket-group=")
                             || arg == "--log-level" || arg.hasPrefix("--log-level=") {
                     let v = try value(arg, arg.split(separator: "=")[0].description)
                     if arg.hasPrefix("--log-level") { options += ["--log-level", v == "warn" ? "warning" : v] }
