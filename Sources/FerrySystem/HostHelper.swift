@@ -48,6 +48,7 @@ public final class HostHelper: Sendable {
         case stat = 0x73           // "s"
         case nudge = 0x6e          // "n"
         case removeSocket = 0x72   // "r"
+        case showAtime = 0x61      // "a", then the atime mode's index and nodiratime (0 or 1)
     }
 
     /// Starts `executable` with `arguments` (which must run `HostHelper.serve` on descriptor 3).
@@ -67,6 +68,13 @@ public final class HostHelper: Sendable {
     /// Asks the helper to stat the mount's root and waits for it.
     public func statRoot() { _ = call(.stat) }
 
+    /// Asks the helper to set the mount's atime flags (mount_setattr; for display, as
+    /// HostMount.setAttributes(path:)) and waits; false if that failed.
+    public func showAtime(_ mode: AtimeMode, noDirAtime: Bool) -> Bool {
+        let index = AtimeMode.allCases.firstIndex(of: mode) ?? 0
+        return call(.showAtime, [UInt8(index), noDirAtime ? 1 : 0])
+    }
+
     /// Asks the helper to remove the socket file and waits for it.
     public func removeSocket() { _ = call(.removeSocket) }
 
@@ -84,19 +92,25 @@ public final class HostHelper: Sendable {
         _ = try? HostProcess.wait(pid)
     }
 
-    private func call(_ request: Request) -> Bool {
+    /// Sends `request` (with `payload`) and waits for the reply; true for "done".
+    private func call(_ request: Request, _ payload: [UInt8] = []) -> Bool {
         turn.withLock { _ in
-            var byte = request.rawValue
-            guard send(channel.rawValue, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 else { return false }
+            let message = [request.rawValue] + payload
+            let sent = message.withUnsafeBytes { send(channel.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent == message.count else { return false }
             var reply: UInt8 = 0
             while true {
                 let n = recv(channel.rawValue, &reply, 1, 0)
-                if n == 1 { return true }
+                if n == 1 { return reply == HostHelper.done }
                 if n < 0 && errno == EINTR { continue }
                 return false
             }
         }
     }
+
+    /// Replies: done, or failed.
+    static let done: UInt8 = 0x64     // "d"
+    static let failed: UInt8 = 0x65   // "e"
 
     /// The helper's side: serves requests on `channel` for `targets` until the server's end
     /// closes. Signals that would end it early (a terminal's SIGINT) are ignored.
@@ -109,6 +123,7 @@ public final class HostHelper: Sendable {
             let n = message.withUnsafeMutableBytes { recv(channel, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0, let request = Request(rawValue: message[0]) else { return }
+            var reply = done
             switch request {
             case .unmount:
                 if let mountpoint = targets.mountpoint, let connection = targets.connection {
@@ -123,6 +138,11 @@ public final class HostHelper: Sendable {
                    now.st_dev == socketFile.st_dev, now.st_ino == socketFile.st_ino, now.st_mode & S_IFMT == S_IFSOCK {
                     unlink(socket)
                 }
+            case .showAtime:
+                let modes = AtimeMode.allCases
+                guard let mountpoint = targets.mountpoint, n >= 3, Int(message[1]) < modes.count else { reply = failed; break }
+                let attributes = MountAttributes(atime: modes[Int(message[1])], noDirAtime: message[2] != 0)
+                do { try HostMount.setAttributes(path: mountpoint, attributes) } catch { reply = failed }
             case .nudge:
                 guard let mountpoint = targets.mountpoint else { continue }
                 let cpu = n >= 3 ? Int(message[1]) | Int(message[2]) << 8 : 0
@@ -136,8 +156,7 @@ public final class HostHelper: Sendable {
                 }.detach()
                 continue   // no reply
             }
-            var done: UInt8 = 0x64   // "d"
-            _ = send(channel, &done, 1, Int32(MSG_NOSIGNAL))
+            _ = send(channel, &reply, 1, Int32(MSG_NOSIGNAL))
         }
     }
 

@@ -257,7 +257,6 @@ struct Serve: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }
-        access.showOnMount(mountpoint, logger: logger)
         let devNull = readyFd == nil ? nil : try? Host.openat(HostFlags.atFDCWD, CName("/dev/null"), flags: O_RDWR)
         var setting = SandboxSetting(sourceFD: fs.rootDirectory.rawValue, mount: mount)
         setting.capabilities.credentialSwitching = root
@@ -288,6 +287,7 @@ struct Serve: ParsableCommand {
                 }
             }, send: { message in server.sendNotification(message) })
         }, onServing: {
+            access.showOnMount(mountpoint, helper: mount.helper, logger: logger)
             reportReady(logger: logger, devNull: devNull)
             if debugForbiddenCall { makeForbiddenCall(logger: logger) }
         })

@@ -23,6 +23,13 @@ final class SandboxTests: XCTestCase {
         return fields
     }
 
+    /// Waits until the server's log shows `line` (the mount is visible before the server has
+    /// answered INIT, so before it is sandboxed).
+    static func waitForLog(_ log: () -> String, _ line: String) {
+        let deadline = Date().addingTimeInterval(10)
+        while !log().contains(line) && Date() < deadline { usleep(10_000) }
+    }
+
     static func capabilities(_ fields: [String: String], _ name: String) -> UInt64? {
         fields[name].flatMap { UInt64($0, radix: 16) }
     }
@@ -34,8 +41,10 @@ final class SandboxTests: XCTestCase {
 
     /// Checks the sandbox of a running server: seccomp on, `capabilities` exactly in every set,
     /// new mount/ipc/uts/net namespaces (the pid namespace is the host's), SOURCE as the root.
-    func assertSandboxed(pid: Int32, source: String, capabilities: UInt64, log: String,
+    func assertSandboxed(pid: Int32, source: String, capabilities: UInt64, log: @autoclosure () -> String,
                          file: StaticString = #filePath, line: UInt = #line) throws {
+        SandboxTests.waitForLog(log, "serving")
+        let log = log()
         let fields = try SandboxTests.status(pid)
         XCTAssertEqual(fields["Seccomp"], "2", log, file: file, line: line)
         XCTAssertEqual(fields["NoNewPrivs"], "1", file: file, line: line)
@@ -106,8 +115,8 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(killed.process.terminationStatus, SIGSYS, killed.log)
         XCTAssertFalse(killed.log.contains("the forbidden system call returned"), killed.log)
         // Like any killed server, it leaves the mount dead (ENOTCONN), and its helper is gone.
-        var st = stat()
-        XCTAssertEqual(stat(killed.mountpoint, &st), -1)
+        XCTAssertTrue(FerryServer.isMounted(killed.mountpoint))
+        XCTAssertEqual(open(killed.mountpoint, O_RDONLY | O_DIRECTORY), -1, "OPENDIR reaches no server")
         XCTAssertEqual(errno, ENOTCONN)
         XCTAssertEqual(try runCommand(["fusermount3", "-u", killed.mountpoint]).status, 0)
         let (_, helpers) = try runCommand(["pgrep", "-f", "mount-helper \(killed.mountpoint) "])
@@ -121,6 +130,7 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(try runCommand(["fusermount3", "-u", trapped.mountpoint]).status, 0)
 
         let unfiltered = try FerryServer(arguments: ["--seccomp", "none", "--debug-forbidden-call"])
+        SandboxTests.waitForLog({ unfiltered.log }, "serving with")
         defer { unfiltered.stop() }
         let deadline2 = Date().addingTimeInterval(5)
         while !unfiltered.log.contains("the forbidden system call returned") && Date() < deadline2 { usleep(20_000) }
@@ -132,6 +142,7 @@ final class SandboxTests: XCTestCase {
     func testChrootAndNoneModes() throws {
         let chrooted = try FerryServer(arguments: ["--sandbox", "chroot"])
         defer { chrooted.stop() }
+        SandboxTests.waitForLog({ chrooted.log }, "serving with")
         let pid = chrooted.process.processIdentifier
         XCTAssertTrue(chrooted.log.contains("sandbox chroot"), chrooted.log)
         XCTAssertEqual(SandboxTests.namespace("\(pid)", "mnt"), SandboxTests.namespace("self", "mnt"))
@@ -145,6 +156,7 @@ final class SandboxTests: XCTestCase {
 
         let plain = try FerryServer(arguments: ["--sandbox", "none", "--seccomp", "none"])
         defer { plain.stop() }
+        SandboxTests.waitForLog({ plain.log }, "serving with")
         XCTAssertTrue(plain.log.contains("sandbox none; seccomp none"), plain.log)
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(plain.process.processIdentifier)/root"), "/")
         XCTAssertEqual(plain.stop(), 0, plain.log)
@@ -161,9 +173,11 @@ final class SandboxTests: XCTestCase {
         let server = try FerryServer(source: user.directory + "/src", mountpoint: user.directory + "/mnt",
                                      prefix: OrdinaryUser.asUser)
         defer { server.stop() }
+        SandboxTests.waitForLog({ server.log }, "serving with")
         XCTAssertTrue(server.log.contains("sandbox none; seccomp kill"), server.log)
         XCTAssertEqual(try SandboxTests.status(server.process.processIdentifier)["Seccomp"], "2")
-        try "mine\n".write(toFile: server.mountpoint + "/file", atomically: false, encoding: .utf8)
+        let write = try runCommand(OrdinaryUser.asUser + ["sh", "-c", "echo mine > \(server.mountpoint)/file"])
+        XCTAssertEqual(write.status, 0, write.output)
         XCTAssertEqual(server.stop(), 0, server.log)
         XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
     }
@@ -174,13 +188,12 @@ final class SandboxTests: XCTestCase {
         let scratch = try Scratch.directory("ferry-sandbox-vhost")
         try FileManager.default.createDirectory(atPath: scratch + "/src", withIntermediateDirectories: true)
         let server = try VhostGuestTests.VhostServer(source: scratch + "/src", socket: scratch + "/vhost.sock")
-        let deadline = Date().addingTimeInterval(10)
-        while !server.log.contains("serving") && Date() < deadline { usleep(20_000) }
         try assertSandboxed(pid: server.process.processIdentifier, source: scratch + "/src",
                             capabilities: SandboxTests.switching, log: server.log)
         server.process.terminate()
         server.process.waitUntilExit()
         XCTAssertEqual(server.process.terminationStatus, 0, server.log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch + "/vhost.sock"), "the host helper removes the socket file")
     }
 }
 
