@@ -85,6 +85,8 @@ let package = Package(
             "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The seccomp allow-list and the capability plan as data (SandboxTests run them for real).
+        .testTarget(name: "FerrySandboxTests", dependencies: ["FerrySandbox", "CSeccomp", "FerrySystem"]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),
