@@ -72,10 +72,10 @@ extension Serve {
         } catch {
             throw StartupError("--seccomp \(seccomp.rawValue): \(error)")
         }
-        let where_ = mode == .namespace ? " (new mount, ipc, uts and network namespaces; root is SOURCE; no pid namespace)"
+        let scope = mode == .namespace ? " (new mount, ipc, uts and network namespaces; root is SOURCE; no pid namespace)"
                    : mode == .chroot ? " (chroot into SOURCE)" : ""
         let filter = seccomp == .none ? "none" : "\(seccomp.rawValue) (\(allowed) system calls allowed)"
-        logger.info("sandbox \(mode.rawValue)\(where_); seccomp \(filter); capabilities \(capabilities)")
+        logger.info("sandbox \(mode.rawValue)\(scope); seccomp \(filter); capabilities \(capabilities)")
         return mode
     }
 
