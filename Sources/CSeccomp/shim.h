@@ -18,3 +18,7 @@ static inline int ferry_seccomp_allow(scmp_filter_ctx ctx, uint32_t action, int 
 static inline int ferry_seccomp_allow_if_arg0(scmp_filter_ctx ctx, uint32_t action, int syscall, uint64_t value) {
     return seccomp_rule_add(ctx, action, syscall, 1, SCMP_A0(SCMP_CMP_EQ, value));
 }
+/// Allows `syscall` only when its first argument has none of the bits in `mask`.
+static inline int ferry_seccomp_allow_if_arg0_clear(scmp_filter_ctx ctx, uint32_t action, int syscall, uint64_t mask) {
+    return seccomp_rule_add(ctx, action, syscall, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, mask, 0));
+}

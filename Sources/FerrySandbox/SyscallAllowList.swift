@@ -30,7 +30,7 @@ public enum SyscallAllowList {
         Group("memory: the Swift runtime, malloc, per-thread buffers, guest memory of a VM (mmap of the regions QEMU sends)",
               ["brk", "mmap", "munmap", "mprotect", "mremap", "madvise"]),
         Group("threads: request, ring, lock-waiter, watcher and signal threads (pthread_create, futex waits, thread names, CPU pinning of ring queues)",
-              ["clone", "clone3", "set_robust_list", "get_robust_list", "rseq", "futex", "sched_yield", "sched_getaffinity",
+              ["set_robust_list", "get_robust_list", "rseq", "futex", "sched_yield", "sched_getaffinity",
                "sched_setaffinity", "gettid", "getpid", "tgkill", "prctl", "exit", "exit_group", "membarrier",
                "set_tid_address"]),
         Group("signals: the signal thread's sigwait, wake-up signals of blocked readers and lock waiters, SIGSYS reports",
@@ -75,6 +75,13 @@ public enum SyscallAllowList {
         Group("reaping the mount helper at exit",
               ["wait4", "waitid"]),
     ]
+
+    /// clone(2) is allowed without any of these flags (CLONE_NEWNS, CLONE_NEWCGROUP,
+    /// CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET; CLONE_NEWTIME
+    /// exists only for clone3 and unshare): threads, never new namespaces. clone3(2), whose flags
+    /// sit in memory a filter cannot read, answers ENOSYS, and glibc then creates its threads
+    /// with clone(2).
+    public static let cloneForbiddenFlags: UInt64 = 0x7e02_0000
 
     /// unshare(2) is allowed with exactly CLONE_FS (each request thread's own umask), never to
     /// enter new namespaces.

@@ -20,10 +20,18 @@ final class AllowListTests: XCTestCase {
         let names = SyscallAllowList.groups.flatMap(\.names) + SyscallAllowList.groups.flatMap { $0.numbered.map(\.name) }
         XCTAssertEqual(Set(names).count, names.count, "listed twice: \(names.filter { n in names.filter { $0 == n }.count > 1 })")
         for forbidden in ["execve", "execveat", "mount", "umount2", "pivot_root", "chroot", "setns", "unshare", "ptrace",
-                          "capset", "bpf", "init_module", "kexec_load", "reboot", "open_tree", "move_mount", "fsopen",
+                          "capset", "clone", "clone3", "bpf", "init_module", "kexec_load", "reboot", "open_tree", "move_mount", "fsopen",
                           "personality", "getpgrp", "socket", "connect", "kill", "process_vm_writev"] {
             XCTAssertFalse(names.contains(forbidden), "\(forbidden) is allowed")
         }
+    }
+
+    /// clone is filtered by its flags (threads yes, namespaces no), not allowed outright.
+    func testCloneFlagsForbidEveryNewNamespace() {
+        let namespaces: [UInt64] = [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000]
+        XCTAssertEqual(namespaces.reduce(0, |), SyscallAllowList.cloneForbiddenFlags)
+        let pthreadFlags: UInt64 = 0x003d_0f00   // CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|PARENT_SETTID|CHILD_CLEARTID
+        XCTAssertEqual(pthreadFlags & SyscallAllowList.cloneForbiddenFlags, 0)
     }
 
     func testCapabilityPlans() {
