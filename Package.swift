@@ -18,6 +18,8 @@ let package = Package(
         .target(name: "CFerrySys"),
         // liburing: the io_uring rings of the I/O core and of the FUSE-over-io_uring transport.
         .systemLibrary(name: "CURing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        // libseccomp: the system-call allow-list the sandbox installs (FerrySandbox).
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // Typed Swift wrappers over the host syscalls: the only place raw pointers meet the kernel.
         .target(name: "FerrySystem", dependencies: [
             "CFerrySys",
@@ -65,8 +67,13 @@ let package = Package(
         ]),
         // libFuzzer entry point (built with -sanitize=fuzzer -DFUZZING), else a replay tool.
         .executableTarget(name: "ferry-fuzz", dependencies: ["FerryFuzz"]),
+        // The sandbox a server enters after set-up: namespaces and a new root, least
+        // capabilities, the seccomp allow-list.
+        .target(name: "FerrySandbox", dependencies: [
+            "CSeccomp", "CFerrySys", "FerrySystem",
+        ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryTransport", "FerryVhost", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
+            "FerryTransport", "FerryVhost", "FerrySandbox", "FerryEngine", "FerryFS", "FerryIO", "FerryNotify", "FerrySystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -87,6 +94,8 @@ let package = Package(
             "FerryVhost", "CFerryVhost", "FerryProtocol", "FerryEngine", "FerryFS", "FerryIO", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The seccomp allow-list and the capability plan as data (SandboxTests run them for real).
+        .testTarget(name: "FerrySandboxTests", dependencies: ["FerrySandbox", "CSeccomp", "FerrySystem"]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),

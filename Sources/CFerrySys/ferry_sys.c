@@ -17,6 +17,9 @@
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
 #include <linux/openat2.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <signal.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
@@ -239,3 +242,62 @@ int ferry_fchmodat(int dirfd, const char *path, mode_t mode) { return fchmodat(d
 long ferry_readlinkat(int dirfd, const char *path, char *buffer, size_t size) {
     return readlinkat(dirfd, path, buffer, size);
 }
+
+int ferry_unshare(int flags) { return unshare(flags); }
+int ferry_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+int ferry_capget(uint64_t *effective, uint64_t *permitted, uint64_t *inheritable) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    int result = (int)syscall(SYS_capget, &header, data);
+    if (result != 0) return result;
+    *effective = (uint64_t)data[0].effective | (uint64_t)data[1].effective << 32;
+    *permitted = (uint64_t)data[0].permitted | (uint64_t)data[1].permitted << 32;
+    *inheritable = (uint64_t)data[0].inheritable | (uint64_t)data[1].inheritable << 32;
+    return 0;
+}
+
+int ferry_capset(uint64_t effective, uint64_t permitted, uint64_t inheritable) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2] = {
+        { (uint32_t)effective, (uint32_t)permitted, (uint32_t)inheritable },
+        { (uint32_t)(effective >> 32), (uint32_t)(permitted >> 32), (uint32_t)(inheritable >> 32) },
+    };
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int ferry_prctl(int option, unsigned long arg2, unsigned long arg3) {
+    return prctl(option, arg2, arg3, 0UL, 0UL);
+}
+
+static void ferry_sigsys_report(int signal, siginfo_t *info, void *context) {
+    (void)context;
+    char line[64] = "ferry: seccomp refused system call ";
+    size_t length = strlen(line);
+    char digits[20];
+    int count = 0;
+    unsigned number = (unsigned)info->si_syscall;
+    do { digits[count++] = (char)('0' + number % 10); number /= 10; } while (number > 0);
+    while (count > 0 && length < sizeof line - 2) line[length++] = digits[--count];
+    line[length++] = '\n';
+    (void)!write(2, line, length);
+    struct sigaction fallback;
+    memset(&fallback, 0, sizeof fallback);
+    fallback.sa_handler = SIG_DFL;
+    sigaction(signal, &fallback, NULL);
+    raise(signal);
+}
+
+int ferry_install_sigsys_reporter(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = ferry_sigsys_report;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    return sigaction(SIGSYS, &action, NULL);
+}
+
+long ferry_raw_syscall0(long number) { return syscall(number); }

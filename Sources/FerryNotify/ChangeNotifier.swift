@@ -18,6 +18,9 @@ public final class ChangeNotifier: Sendable {
 
     /// Which mechanism watches the host, for the log.
     public var mechanism: String { watcher.mechanism }
+    /// Whether fanotify watches whole file systems (which needs CAP_SYS_ADMIN while serving:
+    /// file systems reached below SOURCE later are marked then).
+    public var watchesWholeFilesystems: Bool { (watcher as? FanotifyWatcher)?.scope == .filesystems }
 
     /// Sets up the watcher for `fs` (which must index file handles: FSOptions.indexHandles)
     /// and a ring of `ringSize` slots (rounded up to a power of two). Throws when no watcher

@@ -48,6 +48,17 @@ public enum HostProcess {
         return pid
     }
 
+    /// Runs `program` (looked up in PATH) with `arguments` (argv[0] included) and waits for it;
+    /// false if it could not start or did not exit 0.
+    @discardableResult
+    public static func runSearchingPath(_ program: String, arguments: [String]) -> Bool {
+        var pid = pid_t()
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        guard posix_spawnp(&pid, program, nil, nil, argv, environ) == 0 else { return false }
+        return (try? wait(pid)) == .exited(0)
+    }
+
     /// How a child ended.
     public enum Ending: Sendable, Equatable {
         case exited(Int32)

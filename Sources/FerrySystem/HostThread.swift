@@ -7,17 +7,21 @@ public struct HostThread: @unchecked Sendable {
     private let handle: pthread_t
 
     private final class Box {
+        let name: String
         let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
+        init(_ name: String, _ body: @escaping () -> Void) { self.name = name; self.body = body }
     }
 
     /// Starts `body` on a new thread named `name` (at most 15 bytes are kept); `stackSize` 0
     /// keeps the default (8 MiB of address space).
     public static func spawn(name: String, stackSize: Int = 0, _ body: @escaping @Sendable () -> Void) throws(Errno) -> HostThread {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let box = Unmanaged.passRetained(Box(String(name.prefix(15)), body)).toOpaque()
         var thread = pthread_t()
         let rc = ferry_thread_create(&thread, stackSize, { arg in
             let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            // Named by itself (prctl): naming another thread writes /proc/self/task/TID/comm,
+            // a path that inside the sandbox would resolve in SOURCE.
+            _ = ferry_set_thread_name(pthread_self(), box.name)
             box.body()
             return nil
         }, box)
@@ -25,7 +29,6 @@ public struct HostThread: @unchecked Sendable {
             Unmanaged<Box>.fromOpaque(box).release()
             throw Errno(rawValue: rc)
         }
-        _ = ferry_set_thread_name(thread, String(name.prefix(15)))
         return HostThread(handle: thread)
     }
 
@@ -45,7 +48,7 @@ public struct HostThread: @unchecked Sendable {
     }
 
     /// CPUs the kernel may ever bring online (possible CPUs, numbered 0..<count).
-    public static var configuredCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))) }
+    public static let configuredCPUs: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_CONF))))
 
     /// Waits for the thread to finish.
     public func join() { pthread_join(handle, nil) }

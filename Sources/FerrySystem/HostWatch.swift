@@ -50,8 +50,9 @@ public enum Fanotify {
     /// Watches the whole file system of the file open as `fd` (any descriptor, O_PATH included,
     /// reached through /proc/self/fd).
     public static func markFilesystem(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64) throws(Errno) {
-        let path = "/proc/self/fd/\(fd)"
-        _ = try checked { ferry_fanotify_mark(group.rawValue, markAdd | markFilesystem, mask, HostFlags.atFDCWD, path) }
+        _ = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in
+            try checked { ferry_fanotify_mark(group.rawValue, markAdd | markFilesystem, mask, dir, link) }
+        }
     }
 
     /// Watches one directory open as `fd` (any descriptor, reached through /proc/self/fd) for
@@ -59,9 +60,10 @@ public enum Fanotify {
     /// evictable: it goes away with the inode once nothing holds the directory. Allowed
     /// without privileges (Linux 5.13).
     public static func markDirectory(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64) throws(Errno) {
-        let path = "/proc/self/fd/\(fd)"
         let flags = markAdd | markEvictable | markOnlyDirectory
-        _ = try checked { ferry_fanotify_mark(group.rawValue, flags, mask | eventOnChild, HostFlags.atFDCWD, path) }
+        _ = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in
+            try checked { ferry_fanotify_mark(group.rawValue, flags, mask | eventOnChild, dir, link) }
+        }
     }
 
     /// The file-system id fanotify reports events with (statfs's f_fsid, both words).
@@ -99,7 +101,7 @@ public enum Inotify {
     /// Watches the directory open as `fd` (any descriptor, O_PATH included) for `mask`;
     /// returns the watch descriptor (the same one again for the same directory).
     public static func watch(instance: OwnedFD, directory fd: Int32, mask: UInt32) throws(Errno) -> Int32 {
-        let path = "/proc/self/fd/\(fd)"
+        let path = ProcSelfFD.path(of: fd)   // inotify_add_watch takes no directory descriptor
         return try checked { ferry_inotify_add_watch(instance.rawValue, path, mask | onlyDirectory) }
     }
 

@@ -48,6 +48,24 @@ public enum ProcSelfFD {
     @discardableResult
     public static func prepare() -> Bool { directory >= 0 }
 
+    /// Set once the working directory is /proc/self/fd (`becomeWorkingDirectory`).
+    private static let isWorkingDirectory = Atomic<Bool>(false)
+
+    /// Makes /proc/self/fd the process's working directory (the sandbox does, before any thread
+    /// starts), so calls that take a path and no directory descriptor (inotify_add_watch) can
+    /// name a descriptor as "N" once "/proc" is no longer reachable by path.
+    public static func becomeWorkingDirectory() throws(Errno) {
+        guard directory >= 0 else { throw Errno.noEntry }
+        _ = try checked { Glibc.fchdir(directory) }
+        isWorkingDirectory.store(true, ordering: .relaxed)
+    }
+
+    /// A path naming `fd` for calls without a directory descriptor: "N" relative to the working
+    /// directory after `becomeWorkingDirectory`, else "/proc/self/fd/N".
+    public static func path(of fd: Int32) -> String {
+        isWorkingDirectory.load(ordering: .relaxed) ? String(fd) : "/proc/self/fd/\(fd)"
+    }
+
     /// Whether the kernel has the *xattrat calls (Linux 6.13); cleared at the first ENOSYS.
     static let hasXattrAt = Atomic<Bool>(true)
 }

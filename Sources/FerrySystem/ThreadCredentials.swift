@@ -57,7 +57,7 @@ public final class ThreadCredentials {
     /// The supplementary groups of thread `tid`, from /proc/TID/status, or nil if it is gone
     /// or not visible (another pid namespace). Request threads go through `CallerGroups`.
     public static func supplementaryGroups(ofThread tid: UInt32) -> [UInt32]? {
-        let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
+        let fd = ProcRoot.open("\(tid)/status")
         guard fd >= 0 else { return nil }
         defer { Glibc.close(fd) }
         // The Groups line comes early (after Name, Umask, State, the ids and FDSize), but a

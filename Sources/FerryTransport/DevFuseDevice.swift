@@ -11,7 +11,7 @@ enum DevFuseDevice {
     /// Opens a new /dev/fuse descriptor attached to the session `sessionFD` (FUSE_DEV_IOC_CLONE),
     /// so another thread can read requests without sharing a queue position.
     static func clone(_ sessionFD: Int32) throws(Errno) -> Int32 {
-        let fd = Glibc.open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        let fd = node >= 0 ? try Host.reopen(node, flags: O_RDWR) : Glibc.open("/dev/fuse", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw Errno.current }
         var master = UInt32(bitPattern: sessionFD)
         guard ferry_ioctl_ptr(fd, cloneRequest, &master) == 0 else {
@@ -20,6 +20,17 @@ enum DevFuseDevice {
             throw error
         }
         return fd
+    }
+
+    /// /dev/fuse as an O_PATH descriptor, opened by `prepare` before the sandbox (where /dev
+    /// has no path): clones reopen it through /proc/self/fd. -1 until then.
+    nonisolated(unsafe) static var node: Int32 = -1
+
+    /// Opens /dev/fuse (O_PATH) for later clones; call once, on the main thread, before the
+    /// reader threads start.
+    static func prepare() throws(Errno) {
+        guard node < 0 else { return }
+        node = try Host.openat(HostFlags.atFDCWD, CName("/dev/fuse"), flags: HostFlags.oPath)
     }
 
     /// What a read from /dev/fuse produced.

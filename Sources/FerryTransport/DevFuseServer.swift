@@ -128,7 +128,7 @@ public final class DevFuseServer: Sendable {
         }
         let server: FUSERingServer
         do {
-            server = try FUSERingServer(engine: engine, deviceFD: mount.fd, mountpoint: mount.mountpoint, session: session, depth: depth, logger: logger)
+            server = try FUSERingServer(engine: engine, deviceFD: mount.fd, mountpoint: mount.mountpoint, helper: mount.helper, session: session, depth: depth, logger: logger)
             rings.withLock { $0 = server }
             try server.start()
             return server

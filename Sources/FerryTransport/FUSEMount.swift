@@ -13,6 +13,10 @@ public final class FUSEMount: @unchecked Sendable {
     public let connection: UInt32?
     private let session: OpaquePointer
     private var closed = false
+    /// The process that unmounts for a sandboxed server (set by `keepReachable` before the sandbox).
+    public private(set) var helper: HostHelper?
+    /// /sys/fs/fuse/connections/N/abort, opened by `keepReachable` (-1: open it when needed).
+    private var abortFD: Int32 = -1
 
     /// Mount options for libfuse's `-o` (e.g. "allow_other", "ro", "fsname=...").
     public init(mountpoint: String, options: [String]) throws(MountError) {
@@ -41,35 +45,55 @@ public final class FUSEMount: @unchecked Sendable {
     /// Detaches the mount from the namespace (lazily, like `umount -l`), without touching the
     /// descriptor readers are blocked on: they see ENODEV once the kernel drops the connection.
     public func detach() {
+        if let helper {
+            helper.unmount()
+            return
+        }
         if geteuid() == 0 {
             if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
         }
-        var pid = pid_t()
-        let words: [String] = ["fusermount3", "-u", "-z", "-q", mountpoint]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        if posix_spawnp(&pid, "fusermount3", nil, nil, argv, environ) == 0 {
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-        }
+        HostProcess.runSearchingPath("fusermount3", arguments: ["fusermount3", "-u", "-z", "-q", mountpoint])
     }
 
     /// Aborts the connection through /sys/fs/fuse/connections (root only): every pending and
     /// future request fails and readers see ENODEV.
     public func abortConnection() {
+        if abortFD >= 0 {
+            _ = write(abortFD, "1", 1)
+            return
+        }
         guard let connection else { return }
-        let fd = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY)
+        let fd = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
         _ = write(fd, "1", 1)
         Glibc.close(fd)
+    }
+
+    /// Prepares for a sandbox in which MOUNTPOINT and /sys have no path, or for a seccomp filter
+    /// under which an ordinary user's server can no longer run the set-user-id fusermount3
+    /// (no_new_privs): unmounting goes through `helper` (a process started before either), and
+    /// the connection's abort file is opened now. Call on the main thread before the threads start.
+    public func keepReachable(through helper: HostHelper) throws(Errno) {
+        try DevFuseDevice.prepare()
+        self.helper = helper
+        if let connection, geteuid() == 0 {
+            abortFD = open("/sys/fs/fuse/connections/\(connection)/abort", O_WRONLY | O_CLOEXEC)
+        }
     }
 
     /// Unmounts (if still mounted) and frees the session; closes the session descriptor.
     public func close() {
         guard !closed else { return }
         closed = true
-        fuse_session_unmount(session)
+        if let helper {
+            // libfuse's unmount would look MOUNTPOINT (and /etc/mtab) up inside the sandbox.
+            helper.unmount()
+            helper.finish()
+        } else {
+            fuse_session_unmount(session)
+        }
         fuse_session_destroy(session)
+        if abortFD >= 0 { Glibc.close(abortFD) }
     }
 
     /// The device minor of the mount at `mountpoint` (the newest, if stacked).

@@ -113,10 +113,10 @@ final class FUSERingQueue: @unchecked Sendable {
     /// Entries parked since the last nudge (queue thread only).
     private var parkedSinceNudge = 0
 
-    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String,
+    init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String, helper: HostHelper? = nil,
          logger: Logger) throws(Errno) {
         self.qid = qid
-        nudger = RingNudger(cpu: qid, mountpoint: mountpoint, logger: logger)
+        nudger = RingNudger(cpu: qid, mountpoint: mountpoint, helper: helper, logger: logger)
         self.depth = depth
         self.engine = engine
         self.deviceFD = deviceFD

@@ -17,15 +17,16 @@ public final class FUSERingServer: Sendable {
     private let logger: Logger
 
     /// Prepares `queueCount` queues (one per possible CPU) on the connection `deviceFD`, whose
-    /// INIT reply already took FUSE_OVER_IO_URING.
-    public init(engine: FUSEEngine, deviceFD: Int32, mountpoint: String, session: Negotiated, depth: Int = defaultDepth,
+    /// INIT reply already took FUSE_OVER_IO_URING. `helper` makes the queues' nudges when the
+    /// server is sandboxed (MOUNTPOINT has no path then).
+    public init(engine: FUSEEngine, deviceFD: Int32, mountpoint: String, helper: HostHelper? = nil, session: Negotiated, depth: Int = defaultDepth,
                 queueCount: Int = HostThread.configuredCPUs, logger: Logger) throws(Errno) {
         let maxPages = UInt16(engine.options.maxWrite / 4096)
         let payload = FUSERingABI.payloadSize(maxWrite: engine.options.maxWrite, maxPages: maxPages)
         var queues: [FUSERingQueue] = []
         for qid in 0..<queueCount {
             queues.append(try FUSERingQueue(qid: qid, depth: depth, engine: engine, deviceFD: deviceFD,
-                                            payloadSize: payload, mountpoint: mountpoint, logger: logger))
+                                            payloadSize: payload, mountpoint: mountpoint, helper: helper, logger: logger))
         }
         self.queues = queues
         self.logger = logger

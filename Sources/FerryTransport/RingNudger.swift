@@ -17,12 +17,15 @@ import Synchronization
 final class RingNudger: Sendable {
     private let cpu: Int
     private let mountpoint: String
+    /// Makes the nudges of a sandboxed server (which has no path to MOUNTPOINT).
+    private let helper: HostHelper?
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
-    init(cpu: Int, mountpoint: String, logger: Logger) {
+    init(cpu: Int, mountpoint: String, helper: HostHelper? = nil, logger: Logger) {
         self.cpu = cpu
         self.mountpoint = mountpoint
+        self.helper = helper
         self.logger = logger
     }
 
@@ -30,6 +33,10 @@ final class RingNudger: Sendable {
     /// entries were submitted).
     func nudge(_ count: Int) {
         guard count > 0, !stopping.load(ordering: .relaxed) else { return }
+        if let helper {
+            for _ in 0..<count { helper.nudge(cpu: cpu) }
+            return
+        }
         for _ in 0..<count {
             do {
                 let thread = try HostThread.spawn(name: "ferry-nudge-\(cpu)", stackSize: 64 << 10) { [self] in

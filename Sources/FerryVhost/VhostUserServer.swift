@@ -44,6 +44,13 @@ public final class VhostUserServer: @unchecked Sendable {
         listener.store(fd, ordering: .releasing)
     }
 
+    /// Removes the socket file at exit through `helper` (inside a sandbox its path no longer
+    /// names it). Call before `run`.
+    public func removeSocketFile(through helper: HostHelper) { socketRemover = helper }
+
+    /// Removes the socket file for a sandboxed server.
+    private var socketRemover: HostHelper?
+
     /// Binds the socket (replacing a stale socket file). Call before `run`.
     public func listen() throws(Errno) {
         var st = stat()
@@ -61,7 +68,14 @@ public final class VhostUserServer: @unchecked Sendable {
         precondition(fd >= 0, "listen() first")
         defer {
             Glibc.close(fd)
-            if ownsSocketFile { unlink(socketPath) }
+            if ownsSocketFile {
+                if let socketRemover {
+                    socketRemover.removeSocket()
+                    socketRemover.finish()
+                } else {
+                    unlink(socketPath)
+                }
+            }
         }
         onListening()
         while !stopping.load(ordering: .relaxed) {

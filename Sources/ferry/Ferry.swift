@@ -6,7 +6,7 @@ import ArgumentParser
 struct Ferry: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Share a host directory with containers and VMs over FUSE.",
-        subcommands: [Serve.self, Virtiofsd.self, MountCommand.self],
+        subcommands: [Serve.self, Virtiofsd.self, MountCommand.self, HostHelperCommand.self],
         defaultSubcommand: MountCommand.self)
 
     /// Run under a name ending in `virtiofsd` (a symlink libvirt's `<binary path=.../>` names),

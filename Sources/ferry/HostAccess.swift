@@ -50,8 +50,15 @@ struct HostAccess {
     /// Gives the FUSE mount the atime flags the server has, so /proc/mounts and findmnt show
     /// them and `mount -o remount` sends them back unchanged (they change nothing else: FUSE
     /// inodes ignore them). Root only; a failure is only logged.
-    func showOnMount(_ mountpoint: String, logger: Logger) {
+    /// A sandboxed server asks its host helper (`helper`), which still has the path.
+    func showOnMount(_ mountpoint: String, helper: HostHelper?, logger: Logger) {
         guard root else { return }
+        if let helper {
+            if !helper.showAtime(atime, noDirAtime: noDirAtime) {
+                logger.warning("could not set \(HostAccess.words(atime, noDirAtime)) on \(mountpoint) for display (see the host helper)")
+            }
+            return
+        }
         do {
             try HostMount.setAttributes(path: mountpoint, MountAttributes(atime: atime, noDirAtime: noDirAtime))
         } catch {

@@ -37,7 +37,8 @@ struct MountOptionList: Equatable {
     static let valued: Set<String> = ["cache", "passthrough", "transport", "threads", "inode-file-handles", "notify-watcher",
                                       "notify-ring-size", "log-level", "log-file", "io-engine", "io-depth",
                                       "translate-uid", "translate-gid", "max-inodes", "max-open-files",
-                                      "max-lock-waiters", "rlimit-nofile"]
+                                      "max-lock-waiters", "rlimit-nofile",
+                                      "sandbox", "seccomp"]
     static let flags: Set<String> = ["writeback", "readonly", "no-xattr", "no-posix-locks", "no-flock",
                                      "allow-other", "no-allow-other", "notify", "no-notify", "stats",
                                      "idmapped-mounts"]

@@ -2,6 +2,7 @@ import FerryEngine
 import FerryFS
 import FerryIO
 import FerryNotify
+import FerrySandbox
 import Logging
 
 extension Serve {
@@ -27,6 +28,8 @@ extension Serve {
             case "notify-ring-size": serve.notifyRingSize = try Serve.value(Int(value), for: option)
             case "log-level": serve.logLevel = try Serve.value(Logger.Level(rawValue: value), for: option)
             case "log-file": serve.logFile = value
+            case "sandbox": serve.sandbox = try Serve.value(SandboxMode(rawValue: value), for: option)
+            case "seccomp": serve.seccomp = try Serve.value(SeccompMode(rawValue: value), for: option)
             case "writeback": serve.writeback = true
             case "readonly": serve.readonly = true
             case "no-xattr": serve.noXattr = true

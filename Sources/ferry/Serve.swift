@@ -3,6 +3,7 @@ import FerryEngine
 import FerryFS
 import FerryIO
 import FerryNotify
+import FerrySandbox
 import FerrySystem
 import FerryTransport
 import Glibc
@@ -150,6 +151,16 @@ struct Serve: ParsableCommand {
     @Option(help: .hidden)
     var readyFd: Int32?
 
+    @Option(help: "After set-up: namespace (new mount, ipc, uts and network namespaces, SOURCE as the root through pivot_root; the default as root), chroot (chroot into SOURCE only) or none (the default for an ordinary user).")
+    var sandbox: SandboxMode?
+
+    @Option(help: "System calls outside Ferry's allow-list: kill (the process; default), log (allowed and logged by the kernel), trap (SIGSYS, logged by Ferry, then the process dies) or none (no filter).")
+    var seccomp: SeccompMode = .kill
+
+    /// Tests only: once serving, make one system call outside the seccomp allow-list.
+    @Flag(help: .hidden)
+    var debugForbiddenCall = false
+
     @Flag(help: "Print the configuration Ferry would run with here (passthrough, I/O engine, transport, and why), then exit without mounting.")
     var explain = false
 
@@ -276,7 +287,16 @@ struct Serve: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }
+        let devNull = readyFd == nil ? nil : try? Host.openat(HostFlags.atFDCWD, CName("/dev/null"), flags: O_RDWR)
+        var setting = SandboxSetting(sourceFD: fs.rootDirectory.rawValue, mount: mount)
+        setting.capabilities.credentialSwitching = root
+        setting.capabilities.fileHandles = inodeFileHandles != .never
+        setting.capabilities.passthrough = chosen.passthrough
+        setting.capabilities.fanotifyFilesystems = notifier?.watchesWholeFilesystems ?? false
+        // glibc counts CPUs from /sys: before the sandbox, where that path would be SOURCE's.
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        _ = HostThread.configuredCPUs   // the ring queues' count, read now for the same reason
+        _ = try enterSandbox(setting, root: root, logger: logger)
         let server = DevFuseServer(engine: engine, mount: mount, threads: threadCount,
                                    transport: transportSetting, logger: logger)
         let report = StatsReport(notifier: notifier, fs: fs, logger: logger)
@@ -290,14 +310,16 @@ struct Serve: ParsableCommand {
         try server.run(onInitialized: { session in
             let mountpoint = self.mountpoint
             try notifier?.start(minor: session.minor, prime: {
+                if let helper = mount.helper { return helper.statRoot() }   // sandboxed: no path
                 var attributes = stat()
                 if stat(mountpoint, &attributes) != 0 {
                     logger.warning("could not stat \(mountpoint) before sending notifications: \(Errno(rawValue: errno))")
                 }
             }, send: { message in server.sendNotification(message) })
         }, onServing: {
-            access.showOnMount(mountpoint, logger: logger)
-            reportReady(logger: logger)
+            access.showOnMount(mountpoint, helper: mount.helper, logger: logger)
+            reportReady(logger: logger, devNull: devNull)
+            if debugForbiddenCall { makeForbiddenCall(logger: logger) }
         })
         notifier?.stop()
         if stats { report.print() }
@@ -325,6 +347,7 @@ struct Serve: ParsableCommand {
         }
         let threadCount = threads ?? max(4, 2 * Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         print("  cache \(cache.rawValue), \(threadCount) request threads, change notifications \(notify ?? (cache != .never) ? "on" : "off")\(readonly ? ", read-only" : "")\(writeback ? ", writeback cache" : "")")
+        print("  sandbox \((try? sandboxMode(root: geteuid() == 0))?.rawValue ?? "refused (needs root)"), seccomp \(seccomp.rawValue)")
         print("  idmapped mounts: \(explainIdmappedMounts())")
         print("  \(explainResourceLimits())")
         try explainIDTranslation()
@@ -360,7 +383,7 @@ struct Serve: ParsableCommand {
 
     /// Tells `ferry SOURCE MOUNTPOINT`, if it started this server, that the mount is up; from
     /// then on the log goes only to --log-file (else nowhere: nobody reads the terminal).
-    private func reportReady(logger: Logger) {
+    private func reportReady(logger: Logger, devNull: Int32?) {
         guard let readyFd else { return }
         do {
             try HostProcess.writeAll(readyFd, Array("R".utf8))
@@ -368,8 +391,9 @@ struct Serve: ParsableCommand {
             logger.warning("could not report readiness: \(error)")
         }
         Host.close(readyFd)
-        if logFile == nil {
-            for target: Int32 in [0, 1, 2] { try? HostProcess.redirect(target, to: "/dev/null", flags: O_RDWR) }
+        if logFile == nil, let devNull {   // opened before the sandbox, where /dev has no path
+            for target: Int32 in [0, 1, 2] { _ = dup2(devNull, target) }
+            Host.close(devNull)
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryEngine
 import FerryFS
+import FerrySandbox
 import FerrySystem
 import FerryVhost
 import Glibc
@@ -71,8 +72,8 @@ extension Serve {
         engineOptions.callerPIDsAreHostPIDs = false
         try applyDescriptorLimit(logger: logger)
         fsOptions.limits = resourceLimits(logger: logger)
-        let source = self.source, inodeFileHandles = self.inodeFileHandles
-        let makeEngine = { () throws -> FUSEEngine in
+        let inodeFileHandles = self.inodeFileHandles
+        let makeEngine = { (source: String) throws -> FUSEEngine in
             let fs: PassthroughFS
             do {
                 fs = try PassthroughFS(source: source, options: fsOptions, logger: logger)
@@ -84,10 +85,13 @@ extension Serve {
             }
             return FUSEEngine(fs: fs, options: engineOptions, logger: logger)
         }
-        _ = try makeEngine()   // fail at start-up, not when the guest connects
+        let probe = try makeEngine(source)   // fail at start-up, not when the guest connects
         let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         signal(SIGPIPE, SIG_IGN)
-        let server = VhostUserServer(socketPath: socketPath, persist: persist, logger: logger, makeEngine: makeEngine)
+        // Each connection opens SOURCE afresh: by its path, or as "/" once SOURCE is the root.
+        let servedPath = SandboxedPath(source)
+        let server = VhostUserServer(socketPath: socketPath, persist: persist, logger: logger,
+                                     makeEngine: { try makeEngine(servedPath.path) })
         if let listenFD {
             do { try server.adopt(listeningFD: listenFD) } catch {
                 throw StartupError("--fd \(listenFD) is not a listening socket: \(error)")
@@ -97,6 +101,15 @@ extension Serve {
                 throw StartupError("cannot listen on \(socketPath): \(error)")
             }
         }
+        var setting = SandboxSetting(sourceFD: probe.fs.rootDirectory.rawValue, mount: nil)
+        setting.vhost = server
+        setting.socketFile = listenFD == nil ? socketPath : nil   // a supervisor's socket stays its own
+        setting.capabilities.credentialSwitching = root
+        setting.capabilities.fileHandles = inodeFileHandles != .never
+        if try enterSandbox(setting, root: root, logger: logger) != .none {
+            servedPath.path = "/"
+        }
+        withExtendedLifetime(probe) {}
         try signals.start { signal in
             if signal == SIGUSR1 { return }
             logger.info("signal \(signal) received")
@@ -108,4 +121,11 @@ extension Serve {
         try server.run()
         logger.info("exiting")
     }
+}
+
+/// Where a VM's connections open SOURCE: its path, or "/" once the sandbox made it the root.
+/// Set once on the main thread before any connection is accepted.
+final class SandboxedPath: @unchecked Sendable {
+    var path: String
+    init(_ path: String) { self.path = path }
 }

@@ -9,7 +9,8 @@ import Glibc
 /// no_xattr,flock,no_flock,posix_lock,no_posix_lock,writeback,no_writeback,sandbox=...,
 /// announce_submounts,readdirplus,no_readdirplus,log_level=...`, `--thread-pool-size=N`, `-d`,
 /// `--debug`, `-f`, `--syslog`, `--print-capabilities`; Rust virtiofsd's `--shared-dir=DIR`,
-/// `--cache=MODE`, `--xattr`, `--sandbox=...`, `--announce-submounts`, `--translate-uid=RULE`,
+/// `--cache=MODE`, `--xattr`, `--sandbox=namespace|chroot|none`, `--seccomp=kill|log|trap|none`
+/// (both passed on to `ferry serve`), `--announce-submounts`, `--translate-uid=RULE`,
 /// `--translate-gid=RULE` (the same rules as `ferry serve`'s), `--rlimit-nofile=N` (RLIMIT_NOFILE,
 /// which also sizes the default resource bounds). Options Ferry cannot honour
 /// (xattrmap, `--uid-map`/`--gid-map` user namespaces, a cache mode `metadata`) are refused with
@@ -97,7 +98,8 @@ struct Virtiofsd: ParsableCommand {
                 case ("no_flock", nil): options.append("--no-flock")
                 case ("no_posix_lock", nil): options.append("--no-posix-locks")
                 case ("writeback", nil): options.append("--writeback")
-                case ("sandbox", _?), ("announce_submounts", nil), ("readdirplus", nil), ("no_readdirplus", nil),
+                case ("sandbox", let mode?): options += ["--sandbox", mode]
+                case ("announce_submounts", nil), ("readdirplus", nil), ("no_readdirplus", nil),
                      ("allow_direct_io", nil), ("no_allow_direct_io", nil), ("killpriv_v2", nil), ("no_killpriv_v2", nil),
                      ("timeout", _?), ("modcaps", _?): break
                 case ("log_level", let level?): options += ["--log-level", level == "warn" ? "warning" : level]
@@ -123,7 +125,9 @@ struct Virtiofsd: ParsableCommand {
                 else if arg == "--translate-gid" || arg.hasPrefix("--translate-gid=") { options += ["--translate-gid", try value(arg, "--translate-gid")] }
                 else if arg == "--rlimit-nofile" || arg.hasPrefix("--rlimit-nofile=") { options += ["--rlimit-nofile", try value(arg, "--rlimit-nofile")] }
                 else if arg == "--thread-pool-size" || arg.hasPrefix("--thread-pool-size=") { _ = try value(arg, "--thread-pool-size") }
-                else if arg == "--sandbox" || arg.hasPrefix("--sandbox=") || arg == "--socket-group" || arg.hasPrefix("--socket-group=")
+                else if arg == "--sandbox" || arg.hasPrefix("--sandbox=") { options += ["--sandbox", try value(arg, "--sandbox")] }
+                else if arg == "--seccomp" || arg.hasPrefix("--seccomp=") { options += ["--seccomp", try value(arg, "--seccomp")] }
+                else if arg == "--socket-group" || arg.hasPrefix("--socket-group=")
                             || arg == "--log-level" || arg.hasPrefix("--log-level=") {
                     let v = try value(arg, arg.split(separator: "=")[0].description)
                     if arg.hasPrefix("--log-level") { options += ["--log-level", v == "warn" ? "warning" : v] }

@@ -51,11 +51,21 @@ final class FerryServer {
     func waitUntilMounted(timeout: TimeInterval = 20) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if FerryServer.isMounted(mountpoint) { return }
+            if FerryServer.isMounted(mountpoint) {
+                waitUntilServing(until: deadline)
+                return
+            }
             if !process.isRunning { throw TestFailure("ferry exited early (\(process.terminationStatus)): \(log)") }
             usleep(20_000)
         }
         throw TestFailure("mount did not appear within \(timeout) s: \(log)")
+    }
+
+    /// Waits (at most until `deadline`, without failing) for the log line that says the reader
+    /// threads run. The mount is listed as soon as it is made, while the server is still setting
+    /// up (the sandbox, INIT): an unmount in that window can find the mount busy.
+    private func waitUntilServing(until deadline: Date) {
+        while Date() < deadline && process.isRunning && !log.contains("[FerryTransport] serving") { usleep(5_000) }
     }
 
     /// Everything ferry logged so far.

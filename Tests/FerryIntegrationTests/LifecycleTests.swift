@@ -70,7 +70,8 @@ final class LifecycleTests: XCTestCase {
     func testExternalUnmountEndsTheServer() throws {
         for tool in [["fusermount3", "-u"], ["umount"]] {
             let server = try FerryServer()
-            XCTAssertEqual(try runCommand(tool + [server.mountpoint]).status, 0)
+            let unmounted = try runCommand(tool + [server.mountpoint])
+            XCTAssertEqual(unmounted.status, 0, "\(tool): \(unmounted.output)" + server.log)
             let deadline = Date().addingTimeInterval(10)
             while server.process.isRunning && Date() < deadline { usleep(20_000) }
             XCTAssertFalse(server.process.isRunning, "ferry still running after \(tool[0])")

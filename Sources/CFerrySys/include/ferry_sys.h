@@ -131,4 +131,20 @@ int ferry_fchmodat(int dirfd, const char *path, mode_t mode);
 /// readlinkat(2).
 long ferry_readlinkat(int dirfd, const char *path, char *buffer, size_t size);
 
+/// unshare(2) with CLONE_* `flags` (the sandbox's namespaces).
+int ferry_unshare(int flags);
+/// pivot_root(2) through the raw syscall.
+int ferry_pivot_root(const char *new_root, const char *put_old);
+/// capget/capset (version 3) for the calling thread: the three 64-bit capability sets, each
+/// split into the kernel's two 32-bit words. Return the syscall result.
+int ferry_capget(uint64_t *effective, uint64_t *permitted, uint64_t *inheritable);
+int ferry_capset(uint64_t effective, uint64_t permitted, uint64_t inheritable);
+/// prctl(2) with up to two unsigned-long arguments (the rest 0).
+int ferry_prctl(int option, unsigned long arg2, unsigned long arg3);
+/// Installs a SIGSYS handler that writes "ferry: seccomp refused system call N" to standard
+/// error and then dies of SIGSYS as if there were no handler (`--seccomp trap`).
+int ferry_install_sigsys_reporter(void);
+/// Makes the raw system call `number` with no arguments (for the forbidden-call test hook).
+long ferry_raw_syscall0(long number);
+
 #endif
