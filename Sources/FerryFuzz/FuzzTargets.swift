@@ -130,6 +130,9 @@ final class FuseRequestTarget: @unchecked Sendable {
             remember(reply, opcode: opcode)
         }
         engine.drainData(worker) { _ in true }
+        // The request ran with its caller's ids; libFuzzer, on this thread, writes its corpus
+        // as root.
+        worker.credentials.becomeRoot()
     }
 
     private func substitute(in bytes: UnsafeMutableRawBufferPointer, at offset: Int, from known: [UInt64],
