@@ -8,8 +8,18 @@ import XCTest
 final class CorpusReplayTests: XCTestCase {
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("corpus")
 
+    /// Runs `body` on a thread of its own: the FUSE target's request worker unshares its
+    /// thread's file-system context and sets umask 0 there, which must not reach the test
+    /// thread (every later test's child processes would inherit umask 0).
+    private static func onOwnThread(_ body: @escaping @Sendable () -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread { body(); done.signal() }
+        thread.start()
+        done.wait()
+    }
+
     override class func tearDown() {
-        try? FileManager.default.removeItem(atPath: FuzzTarget.fuseScratchDirectory)
+        onOwnThread { try? FileManager.default.removeItem(atPath: FuzzTarget.fuseScratchDirectory) }
     }
 
     func testEveryTargetHasACorpusAndRunsIt() throws {
@@ -19,7 +29,7 @@ final class CorpusReplayTests: XCTestCase {
             XCTAssertFalse(files.isEmpty, "no corpus for \(target.rawValue) in \(directory.path)")
             for name in files {
                 let bytes = try Data(contentsOf: directory.appendingPathComponent(name))
-                bytes.withUnsafeBytes { target.run($0) }
+                Self.onOwnThread { bytes.withUnsafeBytes { target.run($0) } }
             }
         }
     }
@@ -28,7 +38,10 @@ final class CorpusReplayTests: XCTestCase {
     /// with its bytes in the scratch directory (else the fuzzer would explore nothing).
     func testTheFUSETargetServesRequests() throws {
         let seed = try Data(contentsOf: Self.corpus.appendingPathComponent("fuse-requests/seed-create-write-read"))
-        seed.withUnsafeBytes { FuzzTarget.fuseRequests.run($0) }
+        Self.onOwnThread { seed.withUnsafeBytes { FuzzTarget.fuseRequests.run($0) } }
+        let mask = umask(0o022)
+        umask(mask)
+        XCTAssertNotEqual(mask, 0, "the FUSE target's worker left the test thread with umask 0")
         let written = try String(contentsOfFile: FuzzTarget.fuseScratchDirectory + "/f", encoding: .utf8)
         XCTAssertTrue(written.hasPrefix("hello world"), "scratch file holds \(written.debugDescription)")
     }

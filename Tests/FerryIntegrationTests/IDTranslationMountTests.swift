@@ -214,7 +214,7 @@ final class IDTranslationMountTests: XCTestCase {
                 echo secret > \(root)/home/private && chown 1000:1000 \(root)/home/private && chmod 600 \(root)/home/private &&
                 echo open > \(root)/home/public && chown 1000:1000 \(root)/home/public && chmod 644 \(root)/home/public &&
                 mkdir \(root)/home/team && chown 1000:1050 \(root)/home/team && chmod 2775 \(root)/home/team &&
-                echo r > \(root)/rootdir/rootfile && chmod 640 \(root)/rootdir/rootfile
+                chmod 755 \(root)/rootdir && echo r > \(root)/rootdir/rootfile && chmod 640 \(root)/rootdir/rootfile
                 """)
             XCTAssertEqual(made.status, 0, made.output)
         }
