@@ -27,6 +27,14 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The scratch directory the FUSE target serves (created at its first input).
     public static var fuseScratchDirectory: String { FuseRequestTarget.shared.source }
 
+    /// For a fuzzing process only (RLIMIT_FSIZE is process-wide and inherited): files stop
+    /// growing at 64 MiB (EFBIG, SIGXFSZ ignored), so no input can fill the disk.
+    public static func limitFileSizes() {
+        var limit = rlimit(rlim_cur: 64 << 20, rlim_max: 64 << 20)
+        _ = setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
+        signal(SIGXFSZ, SIG_IGN)
+    }
+
     /// Runs one input.
     public func run(_ bytes: UnsafeRawBufferPointer) {
         switch self {
@@ -57,8 +65,8 @@ func framedMessages(_ bytes: UnsafeRawBufferPointer, minimum: Int) -> [UnsafeRaw
 }
 
 /// One engine over a scratch directory for the whole fuzzing run (a long-lived server sees
-/// one request after another). Files cannot grow beyond 64 MiB (RLIMIT_FSIZE), so inputs
-/// cannot fill the disk.
+/// one request after another). Under the fuzzer, files cannot grow beyond 64 MiB
+/// (`FuzzTarget.limitFileSizes`), so inputs cannot fill the disk.
 ///
 /// Node ids and file handles are numbers the server chose (handles are descriptor numbers,
 /// node ids hashes), which an input cannot guess; so small numbers in an input name what the
@@ -74,9 +82,6 @@ final class FuseRequestTarget: @unchecked Sendable {
     private var handles: [UInt64] = []
 
     private init() {
-        var limit = rlimit(rlim_cur: 64 << 20, rlim_max: 64 << 20)
-        _ = setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
-        signal(SIGXFSZ, SIG_IGN)
         var template = Array("/var/tmp/ferry-fuzz.XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { fatalError("mkdtemp: \(Errno.current)") }
         source = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -42,6 +42,9 @@ final class CorpusReplayTests: XCTestCase {
         let mask = umask(0o022)
         umask(mask)
         XCTAssertNotEqual(mask, 0, "the FUSE target's worker left the test thread with umask 0")
+        var fileSize = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &fileSize)
+        XCTAssertEqual(fileSize.rlim_cur, rlim_t.max, "only the fuzzer limits file sizes (children of the tests inherit it)")
         let written = try String(contentsOfFile: FuzzTarget.fuseScratchDirectory + "/f", encoding: .utf8)
         XCTAssertTrue(written.hasPrefix("hello world"), "scratch file holds \(written.debugDescription)")
     }
