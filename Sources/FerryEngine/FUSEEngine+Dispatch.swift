@@ -100,7 +100,7 @@ extension FUSEEngine {
             try fs.release(fh: fh)
         case .opendir:
             let fh = try fs.opendir(ctx, nodeID: h.nodeID)
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: true))
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(fh: fh, directory: true))
         case let .readdir(io):
             try readdir(io, plus: false, ctx: ctx, writer: &writer)
         case let .readdirplus(io):
@@ -201,12 +201,19 @@ extension FUSEEngine {
         return guestAttributes(stat)
     }
 
-    func openReplyFlags(directory: Bool) -> OpenReplyFlags {
+    /// The cache mode's flags for the open of file handle `fh`.
+    ///
+    /// With `auto` the kernel keeps a file's page cache across opens only while the host file is
+    /// unchanged since the node's previous open (close-to-open consistency with a validator,
+    /// protocol/fuse-abi.md "Cache modes"); otherwise it drops it, as at every open before.
+    /// Directories keep no listing in `auto`: a cached listing carries no attributes, so after
+    /// the 1 s entry timeout `ls -l` would look up each name instead of one READDIRPLUS.
+    func openReplyFlags(fh: UInt64, directory: Bool) -> OpenReplyFlags {
         switch options.cache {
         // Direct I/O files may take writes to one file in parallel (the kernel still serialises
         // appends and writes past the end); each WRITE is one positioned host write.
         case .never: return directory ? [] : [.directIO, .parallelDirectWrites]
-        case .auto: return []
+        case .auto: return !directory && fs.contentUnchangedSinceLastOpen(fh: fh) ? .keepCache : []
         case .always: return directory ? [.keepCache, .cacheDir] : .keepCache
         }
     }

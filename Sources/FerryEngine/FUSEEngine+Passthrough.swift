@@ -22,7 +22,7 @@ extension FUSEEngine {
     /// reads and writes, and passthrough already reads the host file every time).
     func appendFileOpenOut(fh: UInt64, nodeID: UInt64, ctx: ThreadCredentials, writer: inout WireWriter) {
         guard passthroughAgreed, let file = try? fs.openFiles.get(fh) else {
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(fh: fh, directory: false))
             return
         }
         let fd = file.fd.rawValue
@@ -47,7 +47,7 @@ extension FUSEEngine {
         if let id {
             writer.appendOpenOut(fh: fh, flags: .passthrough, backingID: id)
         } else {
-            writer.appendOpenOut(fh: fh, flags: openReplyFlags(directory: false))
+            writer.appendOpenOut(fh: fh, flags: openReplyFlags(fh: fh, directory: false))
         }
     }
 }

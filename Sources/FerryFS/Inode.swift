@@ -34,6 +34,8 @@ public final class Inode: Sendable {
     /// File type bits from the first lookup (a host inode never changes type).
     public let type: FileType?
     let location: Location
+    /// The host version seen at the node's last open (`contentUnchangedSinceLastOpen`).
+    let lastOpenedVersion = Mutex<ContentVersion?>(nil)
 
     init(nodeID: UInt64, generation: UInt64, key: InodeKey, type: FileType?, location: Location) {
         self.nodeID = nodeID; self.generation = generation; self.key = key; self.type = type

@@ -61,6 +61,14 @@ public enum Host {
     }
 
     /// fstatat(2) without following symlinks; `.empty` name means the descriptor itself.
+    /// The canonical absolute path of `path` (realpath(3): symlinks, "." and ".." resolved), or
+    /// nil when it does not resolve.
+    public static func canonicalPath(_ path: String) -> String? {
+        var real = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath(path, &real) != nil else { return nil }
+        return String(decoding: real.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     public static func stat(_ dir: Int32, _ name: CName = .empty) throws(Errno) -> Glibc.stat {
         var result = Glibc.stat()
         let flags = HostFlags.atSymlinkNoFollow | (name.isEmpty ? HostFlags.atEmptyPath : 0)

@@ -19,7 +19,10 @@ public final class FUSEMount: @unchecked Sendable {
     private var abortFD: Int32 = -1
 
     /// Mount options for libfuse's `-o` (e.g. "allow_other", "ro", "fsname=...").
-    public init(mountpoint: String, options: [String]) throws(MountError) {
+    public init(mountpoint given: String, options: [String]) throws(MountError) {
+        // Absolute: /proc/self/mountinfo (the connection number) and the unmount after a
+        // sandbox changed the working directory know the mount only by its full path.
+        let mountpoint = Host.canonicalPath(given) ?? given
         var arguments = ["ferry"]
         if !options.isEmpty { arguments += ["-o", options.joined(separator: ",")] }
         var cArgs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }

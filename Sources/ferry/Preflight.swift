@@ -42,11 +42,7 @@ enum Preflight {
     }
 
     /// The canonical absolute path (realpath), or nil.
-    static func resolved(_ path: String) -> String? {
-        var real = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard realpath(path, &real) != nil else { return nil }
-        return String(decoding: real.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    static func resolved(_ path: String) -> String? { Host.canonicalPath(path) }
 
     /// Escapes a value for libfuse's comma-separated -o list (backslash before "," and "\\").
     static func escapeOption(_ value: String) -> String {

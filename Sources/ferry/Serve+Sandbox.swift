@@ -40,12 +40,6 @@ extension Serve {
     func enterSandbox(_ setting: SandboxSetting, root: Bool, logger: Logger) throws(StartupError) -> SandboxMode {
         var mode = try sandboxMode(root: root)
         let explicit = sandbox != nil
-        if mode == .none && !root && seccomp != .none && setting.mount != nil {
-            // no_new_privs keeps fusermount3 from running set-user-id: unmount through the helper.
-            do { try prepareHostSide(setting) } catch {
-                throw StartupError("cannot start the mount helper (needed to unmount under --seccomp \(seccomp.rawValue)): \(error)")
-            }
-        }
         if mode != .none {
             do {
                 try prepareHostSide(setting)
@@ -55,6 +49,14 @@ extension Serve {
                 if explicit { throw StartupError("--sandbox \(mode.rawValue) cannot be set up: \(error)") }
                 logger.warning("sandbox \(mode.rawValue) cannot be set up here (\(error)); serving without a sandbox")
                 mode = .none
+            }
+        }
+        if mode == .none && seccomp != .none, let mount = setting.mount, mount.helper == nil {
+            // Unsandboxed, the filter still has no mount calls and no_new_privs keeps fusermount3
+            // from running set-user-id: the unmount and the atime display on the mount
+            // (mount_setattr) go through the host helper, as from a sandbox.
+            do { try prepareHostSide(setting) } catch {
+                throw StartupError("cannot start the mount helper (needed under --seccomp \(seccomp.rawValue) without a sandbox): \(error)")
             }
         }
         var capabilities = "unchanged (not root)"

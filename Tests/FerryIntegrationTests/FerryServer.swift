@@ -19,9 +19,10 @@ final class FerryServer {
     }
 
     /// Starts ferry on `source` (created if missing) and waits until the mount is up.
-    /// `prefix` runs ferry under another command (e.g. prlimit or setpriv).
+    /// `prefix` runs ferry under another command (e.g. prlimit or setpriv). `relativePaths`
+    /// starts it in the scratch directory with SOURCE and MOUNTPOINT given as "src" and "mnt".
     init(source: String? = nil, mountpoint: String? = nil, arguments: [String] = [], prefix: [String] = [],
-         waitForMount: Bool = true) throws {
+         waitForMount: Bool = true, relativePaths: Bool = false) throws {
         let scratch = try Scratch.directory("ferry-test")
         self.source = source ?? scratch + "/src"
         self.mountpoint = mountpoint ?? scratch + "/mnt"
@@ -30,7 +31,12 @@ final class FerryServer {
         logURL = URL(fileURLWithPath: scratch + "/ferry.log")
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let log = try FileHandle(forWritingTo: logURL)
-        let command = prefix + [FerryServer.binary, "serve", self.source, self.mountpoint] + arguments
+        let paths = relativePaths ? ["src", "mnt"] : [self.source, self.mountpoint]
+        if relativePaths {
+            precondition(source == nil && mountpoint == nil, "relative paths are the scratch directory's src and mnt")
+            process.currentDirectoryURL = URL(fileURLWithPath: scratch)
+        }
+        let command = prefix + [FerryServer.binary, "serve"] + paths + arguments
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = command
         process.standardOutput = log

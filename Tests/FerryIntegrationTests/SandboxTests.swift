@@ -88,6 +88,40 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(server.stop(), 0, server.log)
     }
 
+    /// SOURCE and MOUNTPOINT as a user types them, relative to the working directory: the
+    /// mount is found in /proc/self/mountinfo all the same, so the server is sandboxed, serves
+    /// `ls -lR` (a GETXATTR per entry) and unmounts at exit.
+    func testRelativePathsAreSandboxedAlike() throws {
+        let server = try FerryServer(relativePaths: true)
+        defer { server.stop() }
+        try assertSandboxed(pid: server.process.processIdentifier, source: server.source,
+                            capabilities: SandboxTests.switching | SandboxTests.sysAdmin, log: server.log)
+        try FileManager.default.createDirectory(atPath: server.mountpoint + "/d", withIntermediateDirectories: false)
+        try "x\n".write(toFile: server.mountpoint + "/d/f", atomically: false, encoding: .utf8)
+        let (status, output) = try runCommand(["ls", "-lR", server.mountpoint])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains(" f\n"), output)
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+    }
+
+    /// A root server without a sandbox keeps the default filter, which has no mount calls: the
+    /// atime display on the mount and the unmount go through the host helper, so it serves
+    /// and exits cleanly instead of dying of SIGSYS once INIT is answered.
+    func testAnUnsandboxedRootServerServesUnderTheFilter() throws {
+        let server = try FerryServer(arguments: ["--sandbox", "none"])
+        defer { server.stop() }
+        SandboxTests.waitForLog({ server.log }, "serving with")
+        XCTAssertTrue(server.log.contains("sandbox none; seccomp kill"), server.log)
+        try "x\n".write(toFile: server.mountpoint + "/f", atomically: false, encoding: .utf8)
+        let (status, output) = try runCommand(["ls", "-l", server.mountpoint])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(server.process.isRunning, server.log)
+        XCTAssertEqual(try SandboxTests.status(server.process.processIdentifier)["Seccomp"], "2")
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+    }
+
     /// Escapes through the mount: symlinks leading out of SOURCE (absolute, "..", /proc/self/root,
     /// Ferry's own /proc/PID/root) are operated on as links, never followed on the host; Ferry's
     /// root is SOURCE and nothing outside has a path there.
