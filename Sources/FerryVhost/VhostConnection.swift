@@ -8,7 +8,7 @@ public enum VhostOffer {
     /// Virtio features: VERSION_1, INDIRECT_DESC, EVENT_IDX, and vhost-user's PROTOCOL_FEATURES.
     public static let features: UInt64 = VirtioFeature.version1 | VirtioFeature.indirectDescriptors
         | VirtioFeature.eventIndex | VirtioFeature.protocolFeatures
-    /// Protocol features: MQ (bit 0) and REPLY_ACK (bit 3).
+    /// Protocol features: MQ (bit 0), REPLY_ACK (bit 3) and CONFIGURE_MEM_SLOTS (bit 15).
     public static let protocolMQ: UInt64 = 1 << 0
     public static let protocolReplyAck: UInt64 = 1 << 3
     /// CONFIGURE_MEM_SLOTS (bit 15): GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG.
