@@ -196,8 +196,8 @@ public enum VhostMessage: Sendable, Equatable {
     /// connection refuses the message otherwise, so that a bad one fails only that message).
     case addMemReg(MemoryRegion, fds: [Int32])
     /// REM_MEM_REG: the region to remove (matched by guest address, size and front-end address;
-    /// the mmap offset is ignored) and any descriptors that came with it (QEMU 7.2 sends the
-    /// region's; they are closed unused).
+    /// the mmap offset is ignored) and any descriptors that came with it (the spec lets older
+    /// front-ends send the region's; QEMU 7.2 sends none; they are closed unused).
     case remMemReg(MemoryRegion, fds: [Int32])
 
     /// The descriptors the message holds.

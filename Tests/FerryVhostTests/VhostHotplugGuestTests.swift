@@ -117,7 +117,8 @@ final class VhostHotplugGuestTests: XCTestCase {
         XCTAssertTrue(waitFor(20) { FileManager.default.fileExists(atPath: socket) }, log)
 
         // The guest: its own run directory (no collision with other harness users), the
-        // memory of the harness's memfd backend (512M) with slots for DIMMs, a monitor socket.
+        // harness's memfd backend of 512M (`--mem`) with slots for DIMMs (QEMU merges the second
+        // `-m` into the harness's `-m 512M`), and a human monitor on a unix socket.
         var environment = ProcessInfo.processInfo.environment
         if environment["GUEST_ACCEL"] == nil { environment["GUEST_ACCEL"] = "tcg" }   // KVM does not work here
         environment["GUEST_RUN_DIR"] = scratch + "/runs"
