@@ -86,7 +86,8 @@ final class VhostHotplugGuestTests: XCTestCase {
     func testMemoryHotplugAndUnplugWithAGuest() throws {
         let (imageStatus, imageOutput) = try Self.run([Self.guestDir + "/build-image.sh"])
         if imageStatus != 0 { throw XCTSkip("guest image unavailable: \(imageOutput.suffix(400))") }
-        var template = Array("/var/tmp/ferry-memreg-guest.XXXXXX".utf8CString)
+        let base = ProcessInfo.processInfo.environment["FERRY_TEST_DIR"] ?? "/var/tmp"
+        var template = Array("\(base)/ferry-hotplug-guest.XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw XCTSkip("mkdtemp failed") }
         let scratch = String(cString: template)
         defer { _ = try? Self.run(["rm", "-rf", scratch]) }
