@@ -173,7 +173,10 @@ enum VhostMessageTarget {
     static func run(_ bytes: UnsafeRawBufferPointer) {
         let all = Array(bytes)
         guard all.count >= VhostHeader.size, let header = try? VhostHeader.decode(Array(all[0..<VhostHeader.size])) else { return }
-        _ = try? VhostDecoder.decode(header, payload: Array(all[VhostHeader.size...].prefix(Int(header.size))), fds: [])
+        let message = try? VhostDecoder.decode(header, payload: Array(all[VhostHeader.size...].prefix(Int(header.size))), fds: [])
+        // ADD/REM_MEM_REG: the region checks the connection makes before mapping one.
+        if case let .addMemReg(region, _) = message { _ = region.invalidity }
+        if case let .remMemReg(region, _) = message { _ = region.invalidity }
     }
 }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// One guest memory region as the front-end describes it.
 public struct MemoryRegion: Sendable, Equatable {
     /// Where the region starts in guest physical memory (descriptor addresses).
@@ -26,19 +28,67 @@ public struct MemoryRegion: Sendable, Equatable {
     func overlapsGuest(_ other: MemoryRegion) -> Bool {
         guestAddress < other.guestAddress &+ other.size && other.guestAddress < guestAddress &+ size
     }
+
+    func overlapsUser(_ other: MemoryRegion) -> Bool {
+        userAddress < other.userAddress &+ other.size && other.userAddress < userAddress &+ size
+    }
+
+    /// Why the front-end's region cannot be mapped (empty, or an end past 2^64 in guest or
+    /// front-end addresses, or `size + mmap_offset` past 2^63), or nil.
+    public var invalidity: String? {
+        guard size > 0 else { return "is empty" }
+        guard !guestAddress.addingReportingOverflow(size).overflow,
+              !userAddress.addingReportingOverflow(size).overflow,
+              !mmapOffset.addingReportingOverflow(size).overflow,
+              mmapOffset.addingReportingOverflow(size).partialValue <= UInt64(Int64.max) else {
+            return "wraps around the address space"
+        }
+        return nil
+    }
+}
+
+/// One mmap of a front-end's memory file: unmapped when the last `GuestMemory` holding it (and
+/// with it the last request whose buffers lie in it) is gone.
+public final class RegionMapping: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let length: Int
+    private let unmap: Bool
+
+    /// Takes over `[base, base + length)`, mapped by the caller; `unmap`: munmap it at the end.
+    public init(base: UnsafeMutableRawPointer, length: Int, unmap: Bool = true) {
+        self.base = base
+        self.length = length
+        self.unmap = unmap
+    }
+
+    /// Maps `length` bytes of `fd` from offset 0, shared, read and write.
+    public static func map(fd: Int32, length: Int) -> RegionMapping? {
+        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0), p != MAP_FAILED else {
+            return nil
+        }
+        return RegionMapping(base: p, length: length)
+    }
+
+    deinit { if unmap { munmap(base, length) } }
 }
 
 /// The guest's memory as mapped into Ferry: every access from a ring or a descriptor goes
 /// through `guest(_:length:)` or `user(_:length:)`, which check the whole range against the
 /// regions (no access outside a mapped region, no address arithmetic that can wrap). Immutable;
-/// a new memory table makes a new `GuestMemory`, and the mappings are released (`release`) when
-/// the last queue using them lets go.
+/// a new memory table (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG) makes a new `GuestMemory`, and
+/// each region's mapping (`RegionMapping`) is released when the last table holding it goes: the
+/// queues switch to the new table between chains, and a chain taken before keeps the table it
+/// was taken with until it is answered.
 public final class GuestMemory: @unchecked Sendable {
     public struct Mapped: @unchecked Sendable {
         public let region: MemoryRegion
         /// Ferry's address of the region's first byte.
         public let host: UnsafeMutableRawPointer
-        public init(region: MemoryRegion, host: UnsafeMutableRawPointer) { self.region = region; self.host = host }
+        /// The mmap the region lies in, kept mapped as long as this table is alive.
+        public let mapping: RegionMapping?
+        public init(region: MemoryRegion, host: UnsafeMutableRawPointer, mapping: RegionMapping? = nil) {
+            self.region = region; self.host = host; self.mapping = mapping
+        }
     }
 
     public let regions: [Mapped]

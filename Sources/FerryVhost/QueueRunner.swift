@@ -62,6 +62,11 @@ final class QueueRunner: @unchecked Sendable {
     let engine: FUSEEngine
     let logger: Logger
     private let stopEvent: EventCounter
+    /// A new memory table for the thread to take between chains (`switchMemory`), the event
+    /// that wakes it for that, and the one it answers on once it took it.
+    private let nextMemory = Mutex<GuestMemory?>(nil)
+    private let memoryEvent: EventCounter
+    private let memoryTaken: EventCounter
     private var thread: HostThread?
 
     init(index: Int, queue: SplitQueue, kickFD: Int32, call: CallEvent, engine: FUSEEngine, logger: Logger) throws(Errno) {
@@ -72,6 +77,25 @@ final class QueueRunner: @unchecked Sendable {
         self.engine = engine
         self.logger = logger
         stopEvent = try EventCounter()
+        memoryEvent = try EventCounter()
+        memoryTaken = try EventCounter()
+    }
+
+    /// Hands the running thread a new memory table (a region added or removed) and returns once
+    /// it takes chains through it: every chain taken after this returns is translated through
+    /// `memory`. Chains taken before keep the old table (and its mappings) until answered.
+    /// False if the thread did not take it within `timeoutSeconds` (it still will, at its next
+    /// pass).
+    func switchMemory(_ memory: GuestMemory, timeoutSeconds: Int = 30) -> Bool {
+        memoryTaken.drain()
+        nextMemory.withLock { $0 = memory }
+        memoryEvent.signal()
+        for _ in 0..<(timeoutSeconds * 10) {
+            if Host.waitReadable([memoryTaken.fd.rawValue], timeoutMilliseconds: 100) == [true] {
+                if nextMemory.withLock({ $0 == nil }) { memoryTaken.drain(); return true }
+            }
+        }
+        return nextMemory.withLock { $0 == nil }
     }
 
     func start() throws(Errno) {
@@ -147,8 +171,10 @@ final class QueueRunner: @unchecked Sendable {
         }
         let worker = engine.makeWorker(deferredReplies: { bytes in inbox.post(bytes) },
                                        notifications: { _ in ENOSYS })   // virtio-fs has no notification queue
-        /// Requests answered later: their chain, and whether a READ's data is in it already.
-        var pending: [UInt64: (chain: DescriptorChain, dataInPlace: Bool)] = [:]
+        /// Requests answered later: their chain, whether a READ's data is in it already, and the
+        /// memory table the chain was taken with (it keeps the chain's buffers mapped, should a
+        /// region be removed meanwhile).
+        var pending: [UInt64: (chain: DescriptorChain, dataInPlace: Bool, memory: GuestMemory)] = [:]
         var pushed = false
         /// READ and WRITE requests whose data stayed in guest memory, and those copied.
         var dataInPlace = 0, dataCopied = 0
@@ -232,15 +258,29 @@ final class QueueRunner: @unchecked Sendable {
                     queue.push(head: chain.head, length: 0)
                     pushed = true
                 } else {
-                    pending[unique] = (chain, placement == .readInPlace)   // in the I/O core, or a blocking lock
+                    pending[unique] = (chain, placement == .readInPlace, queue.memory)   // in the I/O core, or a blocking lock
                 }
             }
         }
 
         var broken = false
-        var waitFDs = [kickFD, stopEvent.fd.rawValue, inbox.event.fd.rawValue]
+        /// Takes a new memory table handed over by `switchMemory`, between chains.
+        func takeNewMemory() {
+            guard let memory = nextMemory.withLock({ next in defer { next = nil }; return next }) else { return }
+            do {
+                try queue.adopt(memory)
+                logger.info("queue \(index): now on the new memory table (\(memory.regions.count) region(s)), \(pending.count) request(s) in flight on the old one")
+            } catch {
+                logger.error("queue \(index): \(error) in the new memory table; the queue stops until the guest resets the device")
+                queue.markBroken()
+                broken = true
+            }
+            memoryTaken.signal()
+        }
+        var waitFDs = [kickFD, stopEvent.fd.rawValue, inbox.event.fd.rawValue, memoryEvent.fd.rawValue]
         if let completions = worker.completionFD { waitFDs.append(completions) }
         serving: while true {
+            takeNewMemory()
             _ = engine.completeData(worker, wait: false, send: send)
             for bytes in inbox.take() { bytes.withUnsafeBytes { _ = send(ByteView($0)) } }
             var took = 0
@@ -274,7 +314,8 @@ final class QueueRunner: @unchecked Sendable {
             if ready[1] { break serving }
             if ready[0] { EventCounter.drain(kickFD) }
             if ready[2] { inbox.event.drain() }
-            if ready.count > 3 && ready[3] { EventCounter.drain(waitFDs[3]) }
+            if ready[3] { memoryEvent.drain() }
+            if ready.count > 4 && ready[4] { EventCounter.drain(waitFDs[4]) }
         }
         engine.drainData(worker, send: send)
         // What is left waits for a host lock: interrupt it (EINTR), so that no waiter outlives

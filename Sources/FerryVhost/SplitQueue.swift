@@ -96,13 +96,15 @@ public final class SplitQueue {
     static let flagNext: UInt16 = 1, flagWrite: UInt16 = 2, flagIndirect: UInt16 = 4
     static let availNoInterrupt: UInt16 = 1
 
-    public let memory: GuestMemory
+    /// The memory table chains are taken with (replaced between chains by `adopt`).
+    public private(set) var memory: GuestMemory
     public let size: Int
     public let eventIndex: Bool
     public let indirect: Bool
-    private let descriptors: UnsafeMutableRawPointer
-    private let available: UnsafeMutableRawPointer
-    private let used: UnsafeMutableRawPointer
+    private let address: VringAddress
+    private var descriptors: UnsafeMutableRawPointer
+    private var available: UnsafeMutableRawPointer
+    private var used: UnsafeMutableRawPointer
     /// The next available-ring entry to take (what GET_VRING_BASE reports).
     public private(set) var lastAvailable: UInt16
     /// The used index Ferry publishes next.
@@ -118,20 +120,12 @@ public final class SplitQueue {
         guard size > 0, size <= SplitQueue.maxSize, size & (size - 1) == 0 else {
             throw .badRing("size \(size) is not a power of two between 1 and \(SplitQueue.maxSize)")
         }
-        let n = UInt64(size)
         guard address.descriptorTable % 16 == 0, address.availableRing % 2 == 0, address.usedRing % 4 == 0 else {
             throw .badRing("misaligned ring addresses")
         }
-        guard let d = memory.user(address.descriptorTable, length: 16 * n) else {
-            throw .badRing("descriptor table 0x\(String(address.descriptorTable, radix: 16)) is outside guest memory")
-        }
-        guard let a = memory.user(address.availableRing, length: 6 + 2 * n) else {
-            throw .badRing("available ring 0x\(String(address.availableRing, radix: 16)) is outside guest memory")
-        }
-        guard let u = memory.user(address.usedRing, length: 6 + 8 * n) else {
-            throw .badRing("used ring 0x\(String(address.usedRing, radix: 16)) is outside guest memory")
-        }
+        let (d, a, u) = try SplitQueue.rings(in: memory, size: size, address: address)
         self.memory = memory
+        self.address = address
         self.size = size
         self.eventIndex = eventIndex
         self.indirect = indirect
@@ -191,6 +185,37 @@ public final class SplitQueue {
         var flags: UInt16
         var next: UInt16
     }
+
+    /// The three rings of a queue of `size` at `address`, in `memory`.
+    private static func rings(in memory: GuestMemory, size: Int, address: VringAddress) throws(QueueError)
+        -> (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer) {
+        let n = UInt64(size)
+        guard let d = memory.user(address.descriptorTable, length: 16 * n) else {
+            throw .badRing("descriptor table 0x\(String(address.descriptorTable, radix: 16)) is outside guest memory")
+        }
+        guard let a = memory.user(address.availableRing, length: 6 + 2 * n) else {
+            throw .badRing("available ring 0x\(String(address.availableRing, radix: 16)) is outside guest memory")
+        }
+        guard let u = memory.user(address.usedRing, length: 6 + 8 * n) else {
+            throw .badRing("used ring 0x\(String(address.usedRing, radix: 16)) is outside guest memory")
+        }
+        return (d, a, u)
+    }
+
+    /// Takes chains through `newMemory` from now on (a region added or removed while the queue
+    /// runs), the rings translated anew; the indexes stay. Chains taken before keep pointing into
+    /// the table they were taken with (the caller keeps it alive until they are answered). If the
+    /// rings are no longer inside guest memory the queue is broken and keeps the old table.
+    public func adopt(_ newMemory: GuestMemory) throws(QueueError) {
+        let (d, a, u) = try SplitQueue.rings(in: newMemory, size: size, address: address)
+        memory = newMemory
+        descriptors = d
+        available = a
+        used = u
+    }
+
+    /// Marks the queue broken: nothing more is taken from it.
+    public func markBroken() { isBroken = true }
 
     private static func descriptor(in table: UnsafeMutableRawPointer, _ index: Int) -> Descriptor {
         let p = table + 16 * index

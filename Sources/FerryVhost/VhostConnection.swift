@@ -8,10 +8,15 @@ public enum VhostOffer {
     /// Virtio features: VERSION_1, INDIRECT_DESC, EVENT_IDX, and vhost-user's PROTOCOL_FEATURES.
     public static let features: UInt64 = VirtioFeature.version1 | VirtioFeature.indirectDescriptors
         | VirtioFeature.eventIndex | VirtioFeature.protocolFeatures
-    /// Protocol features: MQ (bit 0) and REPLY_ACK (bit 3).
+    /// Protocol features: MQ (bit 0), REPLY_ACK (bit 3) and CONFIGURE_MEM_SLOTS (bit 15).
     public static let protocolMQ: UInt64 = 1 << 0
     public static let protocolReplyAck: UInt64 = 1 << 3
-    public static let protocolFeatures: UInt64 = protocolMQ | protocolReplyAck
+    /// CONFIGURE_MEM_SLOTS (bit 15): GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG.
+    public static let protocolConfigureMemSlots: UInt64 = 1 << 15
+    public static let protocolFeatures: UInt64 = protocolMQ | protocolReplyAck | protocolConfigureMemSlots
+    /// Memory regions Ferry maps at once with CONFIGURE_MEM_SLOTS (GET_MAX_MEM_SLOTS): QEMU lets
+    /// the guest have that many memory slots (DIMMs, plus the regions of its base memory).
+    public static let maxMemSlots = 32
     /// Queues: the hiprio queue and up to 16 request queues.
     public static let maxQueues = 17
 }
@@ -179,43 +184,122 @@ final class VhostConnection {
             return .done(startIfReady(i))
         case .getConfig:
             throw VhostError.unsupportedRequest(.getConfig)   // CONFIG is not offered: QEMU owns the config space
+        case .getMaxMemSlots:
+            return .reply(VhostDecoder.u64Payload(UInt64(VhostOffer.maxMemSlots)))
+        case let .addMemReg(region, fds):
+            return .done(addRegion(region, fds: fds))
+        case let .remMemReg(region, fds):
+            fds.forEach { _ = Glibc.close($0) }   // the spec allows one; it is not used
+            return .done(removeRegion(region))
         }
     }
 
-    /// Maps the regions of a new memory table (each fd is closed once mapped).
+    /// ADD_MEM_REG: maps one more region (its fd is closed once mapped) and hands the table
+    /// with it to the running queues. A message that cannot be honoured (no or several
+    /// descriptors, a bad or overlapping region, no slot left, a failed mmap) is refused alone:
+    /// logged, answered 1 with REPLY_ACK, and the table stays as it was.
+    private func addRegion(_ region: MemoryRegion, fds: [Int32]) -> Bool {
+        defer { fds.forEach { _ = Glibc.close($0) } }
+        func refuse(_ why: String) -> Bool {
+            logger.error("vhost-user ADD_MEM_REG refused: \(why)")
+            return false
+        }
+        guard protocolFeatures & VhostOffer.protocolConfigureMemSlots != 0 else {
+            return refuse("CONFIGURE_MEM_SLOTS was not negotiated")
+        }
+        guard fds.count == 1 else {
+            return refuse(fds.isEmpty ? "no file descriptor for the region" : "\(fds.count) file descriptors (one expected)")
+        }
+        let described = Self.describe(region)
+        if let why = region.invalidity { return refuse("region \(described) \(why)") }
+        let current = memory?.regions ?? []
+        guard current.count < VhostOffer.maxMemSlots else {
+            return refuse("all \(VhostOffer.maxMemSlots) memory slots are in use (GET_MAX_MEM_SLOTS)")
+        }
+        if let other = current.first(where: { $0.region.overlapsGuest(region) || $0.region.overlapsUser(region) }) {
+            return refuse("region \(described) overlaps region \(Self.describe(other.region))")
+        }
+        let length = region.size + region.mmapOffset   // checked by `invalidity`: below 2^63
+        guard let mapping = RegionMapping.map(fd: fds[0], length: Int(length)) else {
+            return refuse("cannot map \(length) bytes of region \(described): \(Errno.current)")
+        }
+        let mapped = GuestMemory.Mapped(region: region, host: mapping.base + Int(region.mmapOffset), mapping: mapping)
+        install(GuestMemory(regions: current + [mapped]))
+        logger.info("vhost-user: region \(described) added (\(region.size >> 20) MiB), \(current.count + 1) region(s)")
+        return true
+    }
+
+    /// REM_MEM_REG: drops the region with the same guest address, size and front-end address
+    /// (the spec's match; mmap_offset is ignored). The running queues switch to the table without
+    /// it before the reply; the region is unmapped once no chain taken through it is in flight.
+    private func removeRegion(_ region: MemoryRegion) -> Bool {
+        let described = Self.describe(region)
+        guard protocolFeatures & VhostOffer.protocolConfigureMemSlots != 0 else {
+            logger.error("vhost-user REM_MEM_REG refused: CONFIGURE_MEM_SLOTS was not negotiated")
+            return false
+        }
+        let current = memory?.regions ?? []
+        guard let at = current.firstIndex(where: {
+            $0.region.guestAddress == region.guestAddress && $0.region.size == region.size
+                && $0.region.userAddress == region.userAddress
+        }) else {
+            logger.error("vhost-user REM_MEM_REG refused: no region \(described) is mapped")
+            return false
+        }
+        var rest = current
+        rest.remove(at: at)
+        install(rest.isEmpty ? nil : GuestMemory(regions: rest))
+        logger.info("vhost-user: region \(described) removed, \(rest.count) region(s) left")
+        return true
+    }
+
+    /// Makes `newMemory` the connection's table: queues that run switch to it between chains
+    /// (their chains in flight finish on the old one; nothing is stopped, no lock wait ends),
+    /// queues waiting for memory start on it.
+    private func install(_ newMemory: GuestMemory?) {
+        memory = newMemory
+        guard let newMemory else { return }   // the last region went: running queues keep theirs
+        for i in vrings.indices {
+            if let runner = vrings[i].runner {
+                if !runner.switchMemory(newMemory) {
+                    logger.warning("vhost-user: queue \(i) did not take the new memory table within 30 s")
+                }
+            } else {
+                _ = startIfReady(i)
+            }
+        }
+    }
+
+    static func describe(_ region: MemoryRegion) -> String {
+        "[0x\(String(region.guestAddress, radix: 16)), +0x\(String(region.size, radix: 16))) at 0x\(String(region.userAddress, radix: 16))"
+    }
+
+    /// Maps the regions of a new memory table (each fd is closed once mapped). Queues that run
+    /// switch to it between chains, without stopping (QEMU sends a whole table on memory
+    /// hot-plug when CONFIGURE_MEM_SLOTS is not negotiated); the old mappings go when the last
+    /// chain taken through them is answered.
     private func setMemoryTable(_ regions: [MemoryRegionMessage]) -> Bool {
         var mapped: [GuestMemory.Mapped] = []
-        var mappings: [(UnsafeMutableRawPointer, Int)] = []
         var ok = true
         for r in regions {
             let length = r.region.size + r.region.mmapOffset   // checked in the decoder: no overflow, < 2^63
-            let p = mmap(nil, Int(length), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r.fd, 0)
+            let mapping = RegionMapping.map(fd: r.fd, length: Int(length))
             Glibc.close(r.fd)
-            guard let p, p != MAP_FAILED else {
+            guard let mapping else {
                 logger.error("vhost-user SET_MEM_TABLE: cannot map a region of \(length) bytes: \(Errno.current)")
                 ok = false
                 continue
             }
-            mappings.append((p, Int(length)))
-            mapped.append(GuestMemory.Mapped(region: r.region, host: p + Int(r.region.mmapOffset)))
+            mapped.append(GuestMemory.Mapped(region: r.region, host: mapping.base + Int(r.region.mmapOffset), mapping: mapping))
         }
-        guard ok else {
-            for (p, n) in mappings { munmap(p, n) }
-            return false
-        }
-        // Queues running on the old table are quiesced (they stop taking chains, their data
-        // requests in flight complete on the old mapping) and restart below on the new one where
-        // they stopped, in the same FUSE session. The old mapping goes when the last of them lets go.
+        guard ok else { return false }   // what was mapped is unmapped with `mapped`
         let running = vrings.indices.filter { vrings[$0].runner != nil }
-        for i in running { stop(i) }
+        install(GuestMemory(regions: mapped))
         if !running.isEmpty {
-            engineSpent = false
-            logger.info("vhost-user: new memory table while queue(s) \(running) ran: quiesced, restarting them on it")
+            logger.info("vhost-user: new memory table while queue(s) \(running) ran: they switched to it without stopping")
         }
-        memory = GuestMemory(regions: mapped) { for (p, n) in mappings { munmap(p, n) } }
         let total = regions.reduce(UInt64(0)) { $0 + $1.region.size }
         logger.info("vhost-user: guest memory of \(total >> 20) MiB in \(regions.count) region(s)")
-        for i in vrings.indices where vrings[i].runner == nil { _ = startIfReady(i) }
         return true
     }
 
@@ -295,6 +379,7 @@ final class VhostConnection {
         case let .setVringKick(f), let .setVringCall(f), let .setVringErr(f): return "queue \(f.index) fd \(f.fd.map(String.init) ?? "none")"
         case let .setVringAddr(a): return "queue \(a.index)"
         case let .setMemTable(r): return "\(r.count) region(s)"
+        case let .addMemReg(r, fds), let .remMemReg(r, fds): return "\(Self.describe(r)) offset 0x\(String(r.mmapOffset, radix: 16)), \(fds.count) fd(s)"
         default: return ""
         }
     }

@@ -78,6 +78,8 @@ write("vhost-message", "set-vring-addr", vh(9, struct.pack("<IIQQQQ", 1, 0, 0x7f
 write("vhost-message", "set-vring-num", vh(8, struct.pack("<II", 1, 128)))
 write("vhost-message", "get-config", vh(24, struct.pack("<III", 0, 40, 0) + b"\0" * 40))
 write("vhost-message", "add-mem-reg", vh(37, struct.pack("<Q", 0) + struct.pack("<QQQQ", 0x100000, 1 << 20, 0x7f0000100000, 0)))
+write("vhost-message", "rem-mem-reg", vh(38, struct.pack("<Q", 0) + struct.pack("<QQQQ", 0x100000, 1 << 20, 0x7f0000100000, 0), flags=1 | 8))
+write("vhost-message", "get-max-mem-slots", vh(36))
 
 # Virtqueue: 64 KiB of guest memory at 0x10000; descriptors at 0, available ring at 0x100,
 # used ring at 0x200; descriptor: addr, len, flags (1 next, 2 write, 4 indirect), next.

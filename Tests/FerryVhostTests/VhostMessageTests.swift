@@ -96,6 +96,29 @@ final class VhostMessageTests: XCTestCase {
         XCTAssertThrowsError(try VhostDecoder.decode(header(5, size: truncated.count), payload: truncated, fds: [1, 2]))
     }
 
+    /// GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG: the 40-byte region payload (padding
+    /// first) decodes with whatever descriptors came (the connection refuses a wrong count for
+    /// that message alone); any other size is a framing error.
+    func testMemorySlotMessages() throws {
+        XCTAssertEqual(try VhostDecoder.decode(header(36, size: 0), payload: [], fds: []), .getMaxMemSlots)
+        XCTAssertThrowsError(try VhostDecoder.decode(header(36, size: 0), payload: [], fds: [3]))
+        let payload = u64(0xdead) + region(0x1_0000_0000, 0x1000_0000, 0x7f00_1000_0000, 0x2000)
+        let expected = MemoryRegion(guestAddress: 0x1_0000_0000, size: 0x1000_0000, userAddress: 0x7f00_1000_0000, mmapOffset: 0x2000)
+        XCTAssertEqual(try VhostDecoder.decode(header(37, size: 40), payload: payload, fds: [7]), .addMemReg(expected, fds: [7]))
+        XCTAssertEqual(try VhostDecoder.decode(header(37, size: 40), payload: payload, fds: []), .addMemReg(expected, fds: []))
+        XCTAssertEqual(try VhostDecoder.decode(header(38, size: 40), payload: payload, fds: []), .remMemReg(expected, fds: []))
+        XCTAssertEqual(VhostMessage.remMemReg(expected, fds: [4]).fds, [4])
+        XCTAssertThrowsError(try VhostDecoder.decode(header(37, size: 32), payload: Array(payload.prefix(32)), fds: [7])) {
+            XCTAssertEqual($0 as? VhostError, .payloadSize(.addMemReg, expected: "40", received: 32))
+        }
+        XCTAssertThrowsError(try VhostDecoder.decode(header(38, size: 48), payload: payload + u64(0), fds: []))
+        XCTAssertNil(expected.invalidity)
+        XCTAssertEqual(MemoryRegion(guestAddress: 0, size: 0, userAddress: 0, mmapOffset: 0).invalidity, "is empty")
+        XCTAssertNotNil(MemoryRegion(guestAddress: UInt64.max, size: 2, userAddress: 0, mmapOffset: 0).invalidity)
+        XCTAssertNotNil(MemoryRegion(guestAddress: 0, size: 2, userAddress: UInt64.max, mmapOffset: 0).invalidity)
+        XCTAssertNotNil(MemoryRegion(guestAddress: 0, size: 2, userAddress: 0, mmapOffset: UInt64(Int64.max)).invalidity)
+    }
+
     func testConfigPayload() throws {
         let payload = u32(0) + u32(40) + u32(0) + [UInt8](repeating: 0, count: 40)
         XCTAssertEqual(try VhostDecoder.decode(header(24, size: payload.count), payload: payload, fds: []),
