@@ -40,6 +40,11 @@ enum DevFuseDevice {
         case retry
         /// The connection is gone (unmounted or aborted).
         case closed
+
+        var isRetry: Bool {
+            if case .retry = self { return true }
+            return false
+        }
     }
 
     /// Reads one request into `buffer`.

@@ -189,6 +189,7 @@ public final class DevFuseServer: Sendable {
             engine.retire(worker)
         }
         var awaitData = false
+        var readFirst = ReadFirstPolicy()
         while true {
             // Replies of data requests the I/O engine finished; with every slot in flight, or
             // when there was no request to read, wait for one.
@@ -197,8 +198,15 @@ public final class DevFuseServer: Sendable {
             guard worker.canTakeRequest else { continue }
             let buffer = worker.requestBuffer
             engine.waitingForRequest(worker)
-            // A request is often already queued: read first, sleep only when there is none.
-            var result = DevFuseDevice.read(fd, into: buffer)
+            // Under load a request is often already queued: read first, sleep only when there
+            // is none. One request at a time (a client waiting for each reply) finds none, and
+            // the read would cost a system call and take the request another reader was woken
+            // for: then go straight to sleep (readFirst says which).
+            var result = DevFuseDevice.ReadResult.retry
+            if readFirst.shouldTry() {
+                result = DevFuseDevice.read(fd, into: buffer)
+                readFirst.record(found: !result.isRetry)
+            }
             if case .retry = result {
                 if otherReaders && worker.dataInFlight > 0 {
                     // No request, but data in flight: wait for its completion in the I/O engine
@@ -227,4 +235,23 @@ public final class DevFuseServer: Sendable {
             }
         }
     }
+}
+
+/// Whether a reader reads /dev/fuse before sleeping: on while such reads find requests
+/// queued, off after one finds none, with one read in `probeInterval` to notice the load
+/// returning (a sleep then costs nothing more: the level-triggered wait returns at once).
+struct ReadFirstPolicy {
+    static let probeInterval = 8
+    private var on = true
+    private var skipped = 0
+
+    mutating func shouldTry() -> Bool {
+        if on { return true }
+        skipped += 1
+        if skipped < ReadFirstPolicy.probeInterval { return false }
+        skipped = 0
+        return true
+    }
+
+    mutating func record(found: Bool) { on = found }
 }
