@@ -68,6 +68,13 @@ public final class Worker {
     /// are waiting (`FUSEEngine.completeData` instead of sleeping).
     public func prepareToSleep() -> Bool { data.io.prepareToSleep() }
 
+    /// Sleeps until a data request completed or one of `eventFDs` is signalled; returns the
+    /// signalled ones, drained (`IOEngine.sleep(untilCompletionOrSignal:)`). Completed data
+    /// requests are answered by `FUSEEngine.completeData` afterwards.
+    public func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32] {
+        data.io.sleep(untilCompletionOrSignal: eventFDs)
+    }
+
     /// Encodes and writes `notification` on this worker's channel; returns 0 or the errno.
     func sendNotification(_ notification: FUSENotification) -> Int32 {
         notifications(notification.encode(into: notificationBuffer))

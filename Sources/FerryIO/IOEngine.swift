@@ -36,6 +36,14 @@ public protocol IOEngine: AnyObject {
     /// many were handed over.
     @discardableResult
     func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int
+    /// Sleeps until a completion is ready or one of `eventFDs` (non-blocking eventfds) is
+    /// signalled, then returns the signalled ones with their counts read (drained); completions
+    /// are left for `reap`. For a thread whose only other wake-ups are eventfds (a vhost-user
+    /// queue: kicks, stop, replies from other threads). The io_uring engine waits for all of it
+    /// in one io_uring_enter: a poll of each eventfd rides the ring beside the operations in
+    /// flight, so a completion does not interrupt a poll(2) elsewhere with task work. The sync
+    /// engine, whose completions are ready at once, polls `eventFDs`.
+    func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32]
 }
 
 /// Which engine to run: `--io-engine uring|sync`.

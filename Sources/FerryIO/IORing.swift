@@ -74,6 +74,15 @@ final class IORing {
         return true
     }
 
+    /// Fills the next free submission entry with a one-shot poll of `fd` for input, tagged
+    /// `tag`; false if the submission queue is full (flush first).
+    func preparePoll(fd: Int32, tag: UInt64) -> Bool {
+        guard let sqe = io_uring_get_sqe(ring) else { return false }
+        io_uring_prep_poll_add(sqe, fd, UInt32(POLLIN))
+        io_uring_sqe_set_data64(sqe, tag)
+        return true
+    }
+
     /// Entries prepared and not yet handed to the kernel.
     var unsubmitted: Int { Int(io_uring_sq_ready(ring)) }
 

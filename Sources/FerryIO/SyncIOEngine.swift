@@ -32,6 +32,14 @@ public final class SyncIOEngine: IOEngine {
         return count
     }
 
+    public func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32] {
+        guard ready.isEmpty else { return [] }
+        let readable = Host.waitReadable(eventFDs, timeoutMilliseconds: -1)
+        let signalled = zip(eventFDs, readable).filter { $0.1 }.map { $0.0 }
+        for fd in signalled { EventCounter.drain(fd) }
+        return signalled
+    }
+
     /// Runs `operation` with the plain syscall; returns its result or -errno.
     static func run(_ operation: IOOperation) -> Int32 {
         do throws(Errno) {

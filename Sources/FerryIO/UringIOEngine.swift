@@ -31,6 +31,10 @@ public final class UringIOEngine: IOEngine {
     private var written: [Int32]
     /// Completions of operations that ran at submission (buffered writes).
     private var finishedAtSubmission: [IOCompletion] = []
+    /// Completions taken from the ring by `sleep`, for the next `reap`.
+    private var reapedEarly: [IOCompletion] = []
+    /// Eventfds `sleep` polls through the ring.
+    private var polls = EventPolls()
 
     public init(depth: Int) throws(Errno) {
         self.depth = depth
@@ -41,6 +45,7 @@ public final class UringIOEngine: IOEngine {
         operations = Array(repeating: nil, count: depth)
         written = Array(repeating: 0, count: depth)
         finishedAtSubmission.reserveCapacity(depth)
+        reapedEarly.reserveCapacity(depth)
     }
 
     public func submit(_ operation: IOOperation, slot: Int) {
@@ -108,19 +113,52 @@ public final class UringIOEngine: IOEngine {
     /// Hands the completions already posted to `body`.
     private func collect(_ body: (IOCompletion) -> Void) -> Int {
         ring.signalCompletions(false)
-        var delivered = finishedAtSubmission.count
+        var delivered = finishedAtSubmission.count + reapedEarly.count
         for completion in finishedAtSubmission {
             inFlight -= 1
             body(completion)
         }
         finishedAtSubmission.removeAll(keepingCapacity: true)
-        _ = ring.drain { tag, result in
-            if let done = finish(slot: Int(tag), result: result) {
-                delivered += 1
+        for completion in reapedEarly { body(completion) }
+        reapedEarly.removeAll(keepingCapacity: true)
+        _ = drainRing { done in
+            delivered += 1
+            body(done)
+        }
+        return delivered
+    }
+
+    /// Takes every completion posted to the ring: settled operations go to `body`, polls of
+    /// eventfds to `polls`.
+    private func drainRing(_ body: (IOCompletion) -> Void) -> Int {
+        ring.drain { tag, result in
+            if let fd = EventPolls.descriptor(ofTag: tag) {
+                polls.fired(fd)
+            } else if let done = finish(slot: Int(tag), result: result) {
                 body(done)
             }
         }
-        return delivered
+    }
+
+    public func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32] {
+        for fd in eventFDs where !polls.isArmed(fd) {
+            if !ring.preparePoll(fd: fd, tag: EventPolls.tag(of: fd)) {
+                flush()
+                let prepared = ring.preparePoll(fd: fd, tag: EventPolls.tag(of: fd))
+                precondition(prepared, "io_uring submission queue full after a flush")
+            }
+            polls.armed(fd)
+        }
+        ring.signalCompletions(false)   // the thread sleeps in the ring itself: no eventfd
+        if finishedAtSubmission.isEmpty && reapedEarly.isEmpty && !polls.anyFired && !ring.hasCompletions {
+            ring.submitAndWait()   // queued operations and polls start, and the thread sleeps: one io_uring_enter
+        } else {
+            flush()
+        }
+        _ = drainRing { reapedEarly.append($0) }
+        let signalled = polls.takeFired()
+        for fd in signalled { EventCounter.drain(fd) }
+        return signalled
     }
 
     /// Settles one completion: nil if the operation continues (a short write, EINTR, EAGAIN).

@@ -277,8 +277,10 @@ final class QueueRunner: @unchecked Sendable {
             }
             memoryTaken.signal()
         }
-        var waitFDs = [kickFD, stopEvent.fd.rawValue, inbox.event.fd.rawValue, memoryEvent.fd.rawValue]
-        if let completions = worker.completionFD { waitFDs.append(completions) }
+        // The thread sleeps in its I/O engine: with io_uring, kicks and the queue's own events
+        // are polled in the ring that runs its reads and writes (one io_uring_enter per sleep).
+        let stopFD = stopEvent.fd.rawValue
+        let events = [kickFD, stopFD, inbox.event.fd.rawValue, memoryEvent.fd.rawValue]
         serving: while true {
             takeNewMemory()
             _ = engine.completeData(worker, wait: false, send: send)
@@ -308,14 +310,10 @@ final class QueueRunner: @unchecked Sendable {
                 _ = engine.completeData(worker, wait: true, send: send)
                 continue
             }
-            if !worker.prepareToSleep() { continue }   // replies are ready (at once with the sync engine)
+            // (No prepareToSleep: the sleep below submits what is queued and returns at once
+            // when completions are ready, in the same system call.)
             if !broken && queue.armNotification() { continue }
-            let ready = Host.waitReadable(waitFDs, timeoutMilliseconds: -1)
-            if ready[1] { break serving }
-            if ready[0] { EventCounter.drain(kickFD) }
-            if ready[2] { inbox.event.drain() }
-            if ready[3] { memoryEvent.drain() }
-            if ready.count > 4 && ready[4] { EventCounter.drain(waitFDs[4]) }
+            if worker.sleep(untilCompletionOrSignal: events).contains(stopFD) { break serving }
         }
         engine.drainData(worker, send: send)
         // What is left waits for a host lock: interrupt it (EINTR), so that no waiter outlives

@@ -196,6 +196,50 @@ final class IOEngineTests: XCTestCase {
         XCTAssertEqual(engine.reap(wait: true) { XCTAssertEqual($0.slot, 1); XCTAssertEqual($0.result, 1) }, 1)
         XCTAssertEqual(Host.waitReadable([eventFD], timeoutMilliseconds: 0), [false])
     }
+
+    /// `sleep(untilCompletionOrSignal:)` ends on a signalled eventfd (returned, drained) or on a
+    /// completion (left for `reap`), in both engines; with io_uring the eventfd's poll rides the
+    /// ring and is armed again by the next sleep.
+    func testSleepEndsOnAnEventOrACompletion() throws {
+        for engine in try engines(depth: 2) {
+            let kick = try EventCounter(), other = try EventCounter()
+            let events = [kick.fd.rawValue, other.fd.rawValue]
+            var ends: [Int32] = [0, 0]
+            XCTAssertEqual(pipe(&ends), 0)
+            defer { close(ends[0]); close(ends[1]) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+            defer { buffer.deallocate() }
+
+            // An event with nothing in flight (twice: the poll is armed again).
+            for _ in 0..<2 {
+                kick.signal()
+                XCTAssertEqual(engine.sleep(untilCompletionOrSignal: events), [kick.fd.rawValue], "\(engine.kind)")
+                XCTAssertEqual(Host.waitReadable([kick.fd.rawValue], timeoutMilliseconds: 0), [false], "drained")
+            }
+            if engine.kind == .uring {
+                // An event signalled by another thread while a read waits in flight.
+                engine.submit(.read(fd: ends[0], offset: 0, buffer: buffer), slot: 0)
+                let signaller = Thread { usleep(50_000); other.signal() }
+                signaller.start()
+                XCTAssertEqual(engine.sleep(untilCompletionOrSignal: events), [other.fd.rawValue])
+                // Then the read completes: the sleep ends with no event, the reap delivers it.
+                XCTAssertEqual(write(ends[1], "a", 1), 1)
+                var slept = engine.sleep(untilCompletionOrSignal: events)
+                while slept.isEmpty && engine.reap(wait: false, { XCTAssertEqual($0.result, 1) }) == 0 {
+                    slept = engine.sleep(untilCompletionOrSignal: events)
+                }
+                XCTAssertEqual(slept, [])
+                XCTAssertEqual(engine.inFlight, 0)
+            } else {
+                // The sync engine reads at submission (a blocking pipe: give it its byte first);
+                // the completion is ready, so the sleep returns at once.
+                XCTAssertEqual(write(ends[1], "a", 1), 1)
+                engine.submit(.read(fd: ends[0], offset: 0, buffer: buffer), slot: 0)
+                XCTAssertEqual(engine.sleep(untilCompletionOrSignal: events), [], "a completion is ready")
+                XCTAssertEqual(engine.reap(wait: false) { _ in }, 1)
+            }
+        }
+    }
 }
 
 /// A small deterministic random generator for repeatable workloads.
