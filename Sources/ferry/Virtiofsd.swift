@@ -3,7 +3,10 @@ import Glibc
 
 /// `ferry virtiofsd ...` (or Ferry run under a name ending in `virtiofsd`): the command line of
 /// virtiofsd, as libvirt's `<filesystem type='mount'><driver type='virtiofs'/>` runs its
-/// `<binary path=.../>`, translated into `ferry serve SOURCE --fd N` / `--socket-path P`.
+/// `<binary path=.../>`, translated into `ferry serve SOURCE --fd N` / `--socket-path P`. A real
+/// libvirtd (9.0, Debian 12; LibvirtGuestTests) runs it as `--fd=N -o source=DIR[,cache=none|always]
+/// [,sandbox=MODE][,xattr|no_xattr][,flock|no_flock][,posix_lock|no_posix_lock]
+/// [--thread-pool-size=N] [-d]` (a comma in DIR doubled).
 ///
 /// Accepted: `--fd=N`, `--socket-path=P`, `-o source=DIR,cache=none|never|auto|always,xattr,
 /// no_xattr,flock,no_flock,posix_lock,no_posix_lock,writeback,no_writeback,sandbox=...,
