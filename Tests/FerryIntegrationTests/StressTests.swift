@@ -19,7 +19,10 @@ final class StressTests: XCTestCase {
         print(result.output)
         XCTAssertEqual(result.status, 0, "stress-ng reported failures")
         XCTAssertTrue(result.output.contains("successful run completed"), "stress-ng did not complete")
-        XCTAssertFalse(result.output.contains(" fail"), "a stressor failed")
+        // stress-ng marks a failure with its "fail:" log level; an "info:" line may still say
+        // "failed" (chattr's +j needs CAP_SYS_RESOURCE, which even root lacks here: EPERM on
+        // the host directory too, and the stressor reports it and goes on).
+        XCTAssertFalse(result.output.contains("stress-ng: fail:"), "a stressor failed")
         XCTAssertTrue(server.process.isRunning, "ferry died: \(server.log)")
         XCTAssertEqual(server.stop(), 0, server.log)
     }
