@@ -28,6 +28,21 @@ final class IORing {
         self.entries = entries
     }
 
+    /// Sets up a ring whose submissions are 128 bytes (the command area of IORING_OP_URING_CMD)
+    /// with room for `entries` submissions and `completions` completions, submission going on
+    /// past a failing entry (IORING_SETUP_SQE128 | CQSIZE | SUBMIT_ALL): the ring of a FUSE
+    /// queue, which carries its commands and its I/O operations (`SharedRing`).
+    init(entries: Int, completions: Int) throws(Errno) {
+        ring = .allocate(capacity: 1)
+        ring.initialize(to: io_uring())
+        let result = ferry_uring_init_sqe128(UInt32(entries), UInt32(completions), ring)
+        guard result == 0 else {
+            ring.deallocate()
+            throw Errno(rawValue: -result)
+        }
+        self.entries = entries
+    }
+
     deinit {
         io_uring_queue_exit(ring)
         ring.deallocate()
@@ -73,6 +88,35 @@ final class IORing {
         io_uring_sqe_set_data64(sqe, tag)
         return true
     }
+
+    /// Registers `fd` as fixed file 0.
+    func registerFixedFile(_ fd: Int32) throws(Errno) {
+        var files = [fd]
+        let result = io_uring_register_files(ring, &files, 1)
+        guard result == 0 else { throw Errno(rawValue: -result) }
+    }
+
+    /// Fills the next free (128-byte) submission entry as IORING_OP_URING_CMD `command` on fixed
+    /// file 0, naming `iovecs` (two, or nil), tagged `tag`; returns its 80-byte command area,
+    /// zeroed, or nil when the submission queue is full. Only on a ring made with
+    /// `init(entries:completions:)`.
+    func prepareCommand(_ command: UInt32, iovecs: UnsafePointer<iovec>?, tag: UInt64) -> UnsafeMutableRawPointer? {
+        guard let sqe = io_uring_get_sqe(ring) else { return nil }
+        return ferry_uring_prep_cmd(sqe, command, 0, iovecs, tag)
+    }
+
+    /// Fills the next free submission entry (128 bytes) as a one-shot POLLIN poll of `fd`, tagged
+    /// `tag`; false when the submission queue is full. Only on a ring made with
+    /// `init(entries:completions:)`.
+    func preparePollIn(_ fd: Int32, tag: UInt64) -> Bool {
+        guard let sqe = io_uring_get_sqe(ring) else { return false }
+        ferry_uring_prep_poll_in(sqe, fd, tag)
+        return true
+    }
+
+    /// Hands every prepared entry to the kernel and sleeps until a completion is ready (one
+    /// io_uring_enter); returns the entries submitted or -errno (EINTR: a signal).
+    func submitAndWaitResult() -> Int32 { io_uring_submit_and_wait(ring, 1) }
 
     /// Entries prepared and not yet handed to the kernel.
     var unsubmitted: Int { Int(io_uring_sq_ready(ring)) }

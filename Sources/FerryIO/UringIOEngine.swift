@@ -18,29 +18,63 @@ import Synchronization
 /// would hand every one to a worker thread (a context switch each way, measured at 30-45% fewer
 /// 4 KiB writes per second than pwrite here). O_DIRECT writes, reads, fsync and fallocate go
 /// through the ring.
+///
+/// An engine made by `SharedRing.makeEngine` uses that ring (a FUSE queue's) instead of its
+/// own: its operations are tagged apart from the owner's commands, it has no eventfd (the
+/// owner sleeps on the ring itself), and `reap(wait: false)` submits nothing: what it prepared
+/// goes to the kernel with the owner's next io_uring_enter, together with the owner's commands.
 public final class UringIOEngine: IOEngine {
     public var kind: IOEngineKind { .uring }
     public let depth: Int
     public private(set) var inFlight = 0
-    public var completionFD: Int32? { completions.fd.rawValue }
+    public var completionFD: Int32? { completions?.fd.rawValue }
 
     private let ring: IORing
-    private let completions: EventCounter
+    /// Signalled on completions while the thread sleeps (nil when sharing a ring).
+    private let completions: EventCounter?
+    /// The ring shared with its owner's commands (nil: the engine's own ring).
+    private let shared: SharedRing?
+    /// Added to the slot number in each operation's tag.
+    private let tagBase: UInt64
     /// Per slot: the operation as it is now in the kernel, and the bytes a write already wrote.
     private var operations: [IOOperation?]
     private var written: [Int32]
     /// Completions of operations that ran at submission (buffered writes).
     private var finishedAtSubmission: [IOCompletion] = []
+    /// Completions the shared ring's owner drained (already settled, see `settle`).
+    private var settled: [IOCompletion] = []
 
     public init(depth: Int) throws(Errno) {
         self.depth = depth
         ring = try IORing(entries: depth)
-        completions = try EventCounter()
+        let completions = try EventCounter()
         try ring.registerEventFD(completions.fd.rawValue)
         ring.signalCompletions(false)
+        self.completions = completions
+        shared = nil
+        tagBase = 0
         operations = Array(repeating: nil, count: depth)
         written = Array(repeating: 0, count: depth)
         finishedAtSubmission.reserveCapacity(depth)
+    }
+
+    /// An engine on `shared`'s ring (`SharedRing.makeEngine`).
+    init(sharing shared: SharedRing, depth: Int) {
+        self.depth = depth
+        ring = shared.ring
+        completions = nil
+        self.shared = shared
+        tagBase = SharedRing.engineTag
+        operations = Array(repeating: nil, count: depth)
+        written = Array(repeating: 0, count: depth)
+        finishedAtSubmission.reserveCapacity(depth)
+        settled.reserveCapacity(depth)
+    }
+
+    /// A completion of this engine's that the shared ring's owner drained: settled now, handed
+    /// over by the next `reap`.
+    func settle(slot: Int, result: Int32) {
+        if let done = finish(slot: slot, result: result) { settled.append(done) }
     }
 
     public func submit(_ operation: IOOperation, slot: Int) {
@@ -60,9 +94,9 @@ public final class UringIOEngine: IOEngine {
     }
 
     private func enqueue(_ operation: IOOperation, slot: Int) {
-        if !ring.prepare(operation, tag: UInt64(slot)) {
+        if !ring.prepare(operation, tag: tagBase | UInt64(slot)) {
             flush()
-            let prepared = ring.prepare(operation, tag: UInt64(slot))
+            let prepared = ring.prepare(operation, tag: tagBase | UInt64(slot))
             precondition(prepared, "io_uring submission queue full with \(inFlight) of \(depth) in flight")
         }
     }
@@ -78,6 +112,8 @@ public final class UringIOEngine: IOEngine {
     }
 
     public func prepareToSleep() -> Bool {
+        // On a shared ring the owner's io_uring_enter submits and sleeps; the completions wake it.
+        if shared != nil { return finishedAtSubmission.isEmpty && settled.isEmpty }
         flush()
         guard finishedAtSubmission.isEmpty else { return false }
         guard inFlight > 0 else { return true }
@@ -91,14 +127,14 @@ public final class UringIOEngine: IOEngine {
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
         guard wait else {
-            flush()
+            if shared == nil { flush() }
             return collect(body)
         }
         var delivered = 0
         while true {
             delivered += collect(body)
             if delivered > 0 || inFlight == 0 {
-                flush()   // continuations prepared by `finish`
+                if shared == nil { flush() }   // continuations prepared by `finish`
                 return delivered
             }
             ring.submitAndWait()   // what is queued starts, and the thread sleeps: one io_uring_enter
@@ -107,18 +143,25 @@ public final class UringIOEngine: IOEngine {
 
     /// Hands the completions already posted to `body`.
     private func collect(_ body: (IOCompletion) -> Void) -> Int {
-        ring.signalCompletions(false)
-        var delivered = finishedAtSubmission.count
+        if completions != nil { ring.signalCompletions(false) }
+        var delivered = finishedAtSubmission.count + settled.count
         for completion in finishedAtSubmission {
             inFlight -= 1
             body(completion)
         }
         finishedAtSubmission.removeAll(keepingCapacity: true)
-        _ = ring.drain { tag, result in
-            if let done = finish(slot: Int(tag), result: result) {
+        for completion in settled { body(completion) }
+        settled.removeAll(keepingCapacity: true)
+        func settle(_ slot: Int, _ result: Int32) {
+            if let done = finish(slot: slot, result: result) {
                 delivered += 1
                 body(done)
             }
+        }
+        if let shared {
+            shared.drainForEngine(settle)
+        } else {
+            _ = ring.drain { tag, result in settle(Int(tag), result) }
         }
         return delivered
     }
