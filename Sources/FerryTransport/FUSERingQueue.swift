@@ -53,12 +53,17 @@ final class FUSERingEntry {
 
     /// Puts a reply (out header + body, as the engine encodes it for /dev/fuse) into the
     /// entry: the header into in_out, the body into the payload, its length into payload_sz.
+    /// A READ that ran into the payload buffer (`fuse_out_header.len` counts more bytes than
+    /// `reply` has) leaves its data where it is: only the header is stored.
     func storeReply(_ reply: ByteView) {
         let out = header.mutableBytes
-        let bodyCount = max(0, reply.count - FUSEABI.outHeaderSize)
+        let declared = Int(reply.load(UInt32.self, at: 0) ?? 0)
+        let inPlace = declared > reply.count && reply.count == FUSEABI.outHeaderSize
+        let bodyCount = inPlace ? min(declared - FUSEABI.outHeaderSize, payload.capacity)
+                                : max(0, reply.count - FUSEABI.outHeaderSize)
         reply.withUnsafeBytes { bytes in
             out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(FUSEABI.outHeaderSize)))
-            if bodyCount > 0 {
+            if !inPlace && bodyCount > 0 {
                 payload.mutableBytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[FUSEABI.outHeaderSize...]))
             }
         }
@@ -66,20 +71,47 @@ final class FUSERingEntry {
                        toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
     }
 
-    /// Rebuilds the /dev/fuse form of the request held (header, op_in part, payload) in
-    /// `buffer`; returns its length, or nil when the entry's sizes do not add up.
-    func assembleRequest(into buffer: MessageBuffer) -> Int? {
-        guard let layout = RingRequestLayout(header: header.view(count: FUSERingABI.requestHeaderSize),
-                                             payloadCapacity: payload.capacity),
-              layout.length <= buffer.capacity else { return nil }
+    /// Where the request held lies in the entry (nil when its sizes do not add up).
+    var layout: RingRequestLayout? {
+        RingRequestLayout(header: header.view(count: FUSERingABI.requestHeaderSize), payloadCapacity: payload.capacity)
+    }
+
+    /// Rebuilds the /dev/fuse form of the request held in `buffer`: its header and op_in part,
+    /// then the payload unless `withPayload` is false (a READ or WRITE whose data stays in the
+    /// payload buffer). Returns the bytes written, or nil when they do not fit.
+    func assembleRequest(_ layout: RingRequestLayout, into buffer: MessageBuffer, withPayload: Bool = true) -> Int? {
+        let length = withPayload ? layout.length : layout.length - layout.payloadLength
+        guard length <= buffer.capacity else { return nil }
         let dest = buffer.mutableBytes
         let src = header.mutableBytes
         dest.baseAddress!.copyMemory(from: src.baseAddress! + FUSERingABI.inOutOffset, byteCount: FUSEABI.inHeaderSize)
         dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize)
             .copyMemory(from: src.baseAddress! + FUSERingABI.opInOffset, byteCount: layout.opInLength)
-        dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize + layout.opInLength)
-            .copyMemory(from: payload.mutableBytes.baseAddress!, byteCount: layout.payloadLength)
-        return layout.length
+        if withPayload {
+            dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize + layout.opInLength)
+                .copyMemory(from: payload.mutableBytes.baseAddress!, byteCount: layout.payloadLength)
+        }
+        return length
+    }
+
+    /// Whether the request held is a READ or WRITE whose data can stay in the payload buffer:
+    /// a READ (its reply's data is read straight into the payload) or a WRITE whose payload is
+    /// its data and nothing else (the host file is written from the payload).
+    func dataInPlace(_ layout: RingRequestLayout) -> Bool {
+        switch inHeader.opcode {
+        case Opcode.read.rawValue: return layout.payloadLength == 0
+        case Opcode.write.rawValue:
+            guard layout.payloadLength > 0, layout.opInLength >= FUSEABI.ioInSize else { return false }
+            let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
+            return Int(size) == layout.payloadLength
+        default: return false
+        }
+    }
+
+    /// The payload buffer as the I/O core's data buffer: all of it for a READ (the engine cuts
+    /// it to the size asked), the data for a WRITE.
+    func payloadData(_ layout: RingRequestLayout, isRead: Bool) -> UnsafeMutableRawBufferPointer {
+        isRead ? payload.mutableBytes : UnsafeMutableRawBufferPointer(rebasing: payload.mutableBytes.prefix(layout.payloadLength))
     }
 }
 
@@ -150,7 +182,9 @@ final class FUSERingQueue: @unchecked Sendable {
         do {
             // Completions: room for every entry a queue may grow to (blocked locks), so the
             // kernel never has to hold completions back.
-            ring = try CommandRing(entries: UInt32(depth + 1), completions: UInt32(2 * FUSERingQueue.maximumEntries))
+            // Submissions: a command per entry, the polls, and the I/O engine's operations.
+            ring = try CommandRing(entries: UInt32(depth + engine.ioEngines.depth + 2),
+                                   completions: UInt32(2 * FUSERingQueue.maximumEntries))
             try ring.registerFixedFile(deviceFD)
         } catch {
             registered(error)
@@ -169,13 +203,22 @@ final class FUSERingQueue: @unchecked Sendable {
         if submitted < 0 {
             registered(Errno(rawValue: -submitted)); return
         }
-        if let failed = batch.first(where: { $0.userData != FUSERingQueue.wakeTag && $0.result < 0 && $0.result != -EAGAIN }) {
+        if let failed = batch.first(where: { $0.tag != FUSERingQueue.wakeTag && $0.result < 0 && $0.result != -EAGAIN }) {
             registered(Errno(rawValue: -failed.result)); return
         }
         registered(nil)
 
-        let worker = engine.makeWorker(deferredReplies: { [self] bytes in self.postDeferred(bytes) },
-                                       notifications: { [deviceFD] message in DevFuseDevice.send(deviceFD, message) },
+        // The host I/O of READ and WRITE goes through this same ring (io engine uring): one
+        // io_uring_enter submits reads with the commits and fetches of other requests.
+        let io = engine.ioEngines.requested == .uring ? ring.shared.makeEngine(depth: engine.ioEngines.depth)
+                                                       : engine.ioEngines.make()
+        // Replies committed so far go to the kernel before a notification: a notification may
+        // wait in the kernel for a request whose reply is still only prepared here.
+        let worker = engine.makeWorker(io: io, deferredReplies: { [self] bytes in self.postDeferred(bytes) },
+                                       notifications: { [deviceFD] message in
+                                           _ = ring.submit()
+                                           return DevFuseDevice.send(deviceFD, message)
+                                       },
                                        kick: { [wake] in wake.signal() })
         let commitData = { [self] (reply: ByteView) -> Bool in self.commitData(reply, ring: ring) }
         defer {
@@ -222,9 +265,8 @@ final class FUSERingQueue: @unchecked Sendable {
                     absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
                     engine.announce(worker, requests: headers)
                 }
-                // Replies go out at once (a later request may wait on this one in the kernel,
-                // e.g. through a notification); the last one rides on the next wait.
-                if !ready.isEmpty { _ = ring.submit() }
+                // Replies and reads prepared meanwhile ride on the next wait's io_uring_enter
+                // (or go before a notification: see `makeWorker` above).
             }
             growIfParked(ring: ring)
             if parkedSinceNudge > 0 {
@@ -245,10 +287,10 @@ final class FUSERingQueue: @unchecked Sendable {
                         headers: inout [InHeader], ring: CommandRing, unexpected: inout Int, worker: Worker) {
         var woken = false, dataDone = false
         for completion in batch {
-            if completion.userData == FUSERingQueue.wakeTag { woken = true; continue }
-            if completion.userData == FUSERingQueue.dataTag { dataDone = true; continue }
-            guard completion.userData < UInt64(entries.count) else { continue }
-            let entry = entries[Int(completion.userData)]
+            if completion.tag == FUSERingQueue.wakeTag { woken = true; continue }
+            if completion.tag == FUSERingQueue.dataTag { dataDone = true; continue }
+            guard completion.tag < UInt64(entries.count) else { continue }
+            let entry = entries[Int(completion.tag)]
             switch completion.result {
             case 0:
                 entry.state = .holding
@@ -266,6 +308,8 @@ final class FUSERingQueue: @unchecked Sendable {
             }
         }
         batch.removeAll(keepingCapacity: true)
+        // Operations of the I/O engine that completed on this ring (reaped with the rest).
+        if worker.dataInFlight > 0 { _ = engine.completeData(worker) { commitData($0, ring: ring) } }
         if dataDone, let completions = worker.completionFD {
             EventCounter.drain(completions)
             _ = engine.completeData(worker) { commitData($0, ring: ring) }
@@ -322,7 +366,9 @@ final class FUSERingQueue: @unchecked Sendable {
         entry.commitID = entry.header.view(count: FUSERingABI.requestHeaderSize)
             .load(UInt64.self, at: FUSERingABI.entInOutOffset + FUSERingABI.entCommitIDOffset) ?? 0
         served.add(1, ordering: .relaxed)
-        guard let length = entry.assembleRequest(into: request) else {
+        guard let layout = entry.layout,
+              case let inPlace = entry.dataInPlace(layout),
+              let length = entry.assembleRequest(layout, into: request, withPayload: !inPlace) else {
             let h = entry.inHeader
             logger.error("ring queue \(qid): request #\(h.unique) with inconsistent sizes; answering EIO")
             var writer = WireWriter(worker.replyBuffer)
@@ -331,8 +377,16 @@ final class FUSERingQueue: @unchecked Sendable {
             commit(entry, ring: ring)
             return
         }
+        if inPlace {
+            // READ and WRITE: the host file is read into / written from the entry's payload
+            // buffer itself (page-aligned, so O_DIRECT files take it as it is); the request
+            // buffer gets the headers only.
+            let vectors = worker.payloadVectors
+            vectors.removeAll()
+            vectors.append(entry.payloadData(layout, isRead: entry.inHeader.opcode == Opcode.read.rawValue))
+        }
         let inFlight = worker.dataInFlight
-        switch engine.handle(request.view(count: length), worker: worker) {
+        switch engine.handle(request.view(count: length), worker: worker, payloadInVectors: inPlace) {
         case let .reply(bytes):
             entry.storeReply(bytes)
             commit(entry, ring: ring)
