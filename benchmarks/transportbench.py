@@ -5,7 +5,7 @@ Starts two release `ferry serve` processes, one with --transport dev and one wit
 uring (enable_uring is turned on for the start and put back right after: a connection keeps the
 rings it negotiated), then alternates the workloads between them round by round:
   meta: create / stat / unlink N files (tmpfs source, default cache), ops/s
-  randread: fio 4k random read, 1 job, psync, through Ferry (--passthrough never --cache never,
+  randread: fio 4k (--bs) random read, 1 job (--jobs), psync, through Ferry (--passthrough never --cache never,
             so every read is a round trip), IOPS
 and prints medians, ratios uring/dev and the server CPU per operation. With --syscalls, the
 random read also counts the server's system calls per read (perf's syscall tracepoints:
@@ -35,9 +35,14 @@ class Server:
         self.mountpoint = mountpoint
         os.makedirs(source, exist_ok=True)
         os.makedirs(mountpoint, exist_ok=True)
+        if is_mounted(mountpoint):   # left over from an earlier run whose server did not unmount
+            print(f"{name}: detaching a leftover mount at {mountpoint}", flush=True)
+            subprocess.run(["umount", "-l", mountpoint], check=False)
         self.log = open(f"/tmp/transportbench-{name}.log", "w")
         self.proc = subprocess.Popen([binary, "serve", source, mountpoint] + args, stdout=self.log, stderr=self.log)
         for _ in range(500):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} exited at start ({self.proc.returncode}); see /tmp/transportbench-{name}.log")
             if is_mounted(mountpoint):
                 return
             time.sleep(0.02)
@@ -73,14 +78,14 @@ def meta(path, pid, n):
 SYSCALLS = ("io_uring_enter", "read", "write", "pread64")
 
 
-def randread(path, pid, runtime, jobs=1, syscalls=False):
+def randread(path, pid, runtime, jobs=1, syscalls=False, bs="4k"):
     perf = None
     if syscalls:
         events = ",".join(f"syscalls:sys_enter_{n}" for n in SYSCALLS)
         perf = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(pid), "-o", "/tmp/transportbench-perf.txt"])
         time.sleep(0.5)
     c0 = cpu_seconds(pid)
-    r = subprocess.run(["fio", "--name=rr", f"--directory={path}", "--filename=rr.dat", "--size=256m", "--bs=4k",
+    r = subprocess.run(["fio", "--name=rr", f"--directory={path}", "--filename=rr.dat", "--size=256m", f"--bs={bs}",
                         "--rw=randread", "--ioengine=psync", "--iodepth=1", f"--numjobs={jobs}", "--group_reporting", "--time_based",
                         f"--runtime={runtime}", "--output-format=json"], capture_output=True, text=True, check=True)
     job = json.loads(r.stdout)["jobs"][0]["read"]
@@ -109,6 +114,7 @@ def main():
     ap.add_argument("--syscalls", action="store_true", help="count the server's system calls per random read (perf)")
     ap.add_argument("--only-uring", action="store_true", help="no /dev/fuse servers")
     ap.add_argument("--io-engine", default="uring", help="--io-engine of the random-read servers")
+    ap.add_argument("--bs", default="4k", help="fio block size of the random read (4k: the table says 4k whatever it is)")
     a = ap.parse_args()
     with open(PARAM) as f:
         old = f.read().strip()
@@ -137,11 +143,14 @@ def main():
                     # Another user of this machine may unmount or end it: then fio would measure
                     # the bare directory (0 server CPU).
                     if servers[name].proc.poll() is not None or not is_mounted(servers[name].mountpoint):
-                        raise SystemExit(f"{name} is no longer serving; see /tmp/transportbench-{name}.log")
+                        with open(f"/tmp/transportbench-{name}.log") as f:
+                            tail = "".join(f.readlines()[-5:])
+                        raise SystemExit(f"{name} is no longer serving (exit status {servers[name].proc.poll()}, "
+                                         f"mounted: {is_mounted(servers[name].mountpoint)}); its log ends:\n{tail}")
                 s = servers[f"meta-{transport}"]
                 results[f"meta-{transport}"].append(meta(s.mountpoint, s.proc.pid, a.files))
                 s = servers[f"rr-{transport}"]
-                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime, a.jobs, a.syscalls))
+                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime, a.jobs, a.syscalls, a.bs))
             print(f"round {rnd + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
     finally:
         for s in servers.values():
@@ -156,7 +165,7 @@ def main():
         for f in ("create", "stat", "unlink", "cpu_us_per_op"):
             print(f"| meta {f} | {med('meta-uring', f):,.1f} |")
         for f in rr_fields:
-            print(f"| 4k randread {f} | {med('rr-uring', f):,.2f} |")
+            print(f"| {a.bs} randread {f} | {med('rr-uring', f):,.2f} |")
     else:
         print("| workload | /dev/fuse | io_uring | uring/dev |")
         print("|---|---|---|---|")
@@ -165,7 +174,7 @@ def main():
             print(f"| meta {f} | {d:,.1f} | {u:,.1f} | {u / d:.2f} |")
         for f in rr_fields:
             d, u = med("rr-dev", f), med("rr-uring", f)
-            print(f"| 4k randread {f} | {d:,.2f} | {u:,.2f} | {u / d if d else 0:.2f} |")
+            print(f"| {a.bs} randread {f} | {d:,.2f} | {u:,.2f} | {u / d if d else 0:.2f} |")
     for name in servers:
         with open(f"/tmp/transportbench-{name}.log") as f:
             totals = [l.strip() for l in f if "transport totals" in l or "transport io_uring" in l]

@@ -102,6 +102,7 @@ final class FUSERingEntry {
         case Opcode.read.rawValue: return layout.payloadLength == 0
         case Opcode.write.rawValue:
             guard layout.payloadLength > 0, layout.opInLength >= FUSEABI.ioInSize else { return false }
+            // fuse_write_in.size, at byte 16 of op_in (after fh and offset).
             let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
             return Int(size) == layout.payloadLength
         default: return false
@@ -137,8 +138,6 @@ final class FUSERingQueue: @unchecked Sendable {
     private var entries: [FUSERingEntry] = []
 
     private static let wakeTag = UInt64.max
-    /// The poll on the I/O engine's completion eventfd.
-    private static let dataTag = UInt64.max - 1
 
     /// Makes requests of its own on this queue's CPU so that the kernel hands out what it queued.
     let nudger: RingNudger
@@ -225,7 +224,9 @@ final class FUSERingQueue: @unchecked Sendable {
             engine.drainData(worker, send: { _ in false })   // the kernel may still write into their buffers
             engine.retire(worker)
         }
-        if let completions = worker.completionFD { _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) }
+        // Neither engine has a completion descriptor to poll: the shared ring's completions wake
+        // the thread in its io_uring_enter, and the sync engine's are ready at submission.
+        precondition(worker.completionFD == nil, "a ring queue's I/O engine completes on the queue's own ring")
         var ready: [FUSERingEntry] = []
         ready.reserveCapacity(depth)
         var headers: [InHeader] = []
@@ -285,10 +286,9 @@ final class FUSERingQueue: @unchecked Sendable {
     /// committed, the eventfd poll re-armed). Empties `batch`.
     private func absorb(_ batch: inout [CommandRing.Completion], into ready: inout [FUSERingEntry],
                         headers: inout [InHeader], ring: CommandRing, unexpected: inout Int, worker: Worker) {
-        var woken = false, dataDone = false
+        var woken = false
         for completion in batch {
             if completion.tag == FUSERingQueue.wakeTag { woken = true; continue }
-            if completion.tag == FUSERingQueue.dataTag { dataDone = true; continue }
             guard completion.tag < UInt64(entries.count) else { continue }
             let entry = entries[Int(completion.tag)]
             switch completion.result {
@@ -310,14 +310,6 @@ final class FUSERingQueue: @unchecked Sendable {
         batch.removeAll(keepingCapacity: true)
         // Operations of the I/O engine that completed on this ring (reaped with the rest).
         if worker.dataInFlight > 0 { _ = engine.completeData(worker) { commitData($0, ring: ring) } }
-        if dataDone, let completions = worker.completionFD {
-            EventCounter.drain(completions)
-            _ = engine.completeData(worker) { commitData($0, ring: ring) }
-            if !ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) {
-                _ = ring.submit()
-                _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag)
-            }
-        }
         if woken {
             wake.drain()
             commitDeferred(entries, ring: ring)
