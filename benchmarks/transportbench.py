@@ -2,8 +2,8 @@
 """/dev/fuse vs FUSE-over-io_uring, interleaved A/B (issue 9, part 4).
 
 Starts two release `ferry serve` processes, one with --transport dev and one with --transport
-uring (enable_uring is turned on for the start and put back right after: a connection keeps the
-rings it negotiated), then alternates the workloads between them round by round:
+uring (enable_uring is turned on for the start and put back once the queues registered: a
+connection keeps the rings it negotiated, but each REGISTER checks the parameter), then alternates the workloads between them round by round:
   meta: create / stat / unlink N files (tmpfs source, default cache), ops/s
   randread: fio 4k (--bs) random read, 1 job (--jobs), psync, through Ferry (--passthrough never --cache never,
             so every read is a round trip), IOPS
@@ -31,7 +31,7 @@ def is_mounted(path):
 
 
 class Server:
-    def __init__(self, binary, name, source, mountpoint, args):
+    def __init__(self, binary, name, source, mountpoint, args, wait_for=None):
         self.mountpoint = mountpoint
         os.makedirs(source, exist_ok=True)
         os.makedirs(mountpoint, exist_ok=True)
@@ -43,7 +43,7 @@ class Server:
         for _ in range(500):
             if self.proc.poll() is not None:
                 raise SystemExit(f"{name} exited at start ({self.proc.returncode}); see /tmp/transportbench-{name}.log")
-            if is_mounted(mountpoint):
+            if is_mounted(mountpoint) and (not wait_for or wait_for in open(f"/tmp/transportbench-{name}.log").read()):
                 return
             time.sleep(0.02)
         raise SystemExit(f"{name} did not mount; see /tmp/transportbench-{name}.log")
@@ -124,13 +124,16 @@ def main():
             f.write("1")
         transports = ("uring",) if a.only_uring else ("dev", "uring")
         for transport in transports:
+            # The kernel checks enable_uring at each queue's REGISTER (after INIT), not only at
+            # INIT: wait for the queues before the parameter is put back.
+            ready = "transport io_uring:" if transport == "uring" else None
             servers[f"meta-{transport}"] = Server(a.binary, f"meta-{transport}", f"/dev/shm/transportbench-{transport}",
                                                   f"{a.work}/meta-{transport}",
-                                                  ["--transport", transport, "--cache", a.meta_cache])
+                                                  ["--transport", transport, "--cache", a.meta_cache], ready)
             servers[f"rr-{transport}"] = Server(a.binary, f"rr-{transport}", f"{a.work}/src-{transport}",
                                                 f"{a.work}/rr-{transport}",
                                                 ["--transport", transport, "--passthrough", "never", "--cache", "never",
-                                                 "--io-engine", a.io_engine])
+                                                 "--io-engine", a.io_engine], ready)
     finally:
         with open(PARAM, "w") as f:
             f.write("1" if old in ("Y", "1") else "0")

@@ -78,6 +78,20 @@ public final class SharedRing {
         return ring.submitAndWaitResult()
     }
 
+    /// Links the engine's read prepared last, when it reads into `buffer` and is not submitted
+    /// yet, to the next entry the owner prepares (at once): that entry starts only after the read
+    /// filled its buffer in full, and is cancelled (-ECANCELED) otherwise. The read still posts
+    /// its completion. Returns whether it linked.
+    public func linkLastRead(into buffer: UnsafeMutableRawPointer) -> Bool { ring.linkLastRead(into: buffer) }
+
+    /// Like `submitAndWait`, but sleeps until `count` completions are there (those present
+    /// included) or `timeout` nanoseconds passed: for an owner that expects completions it need
+    /// not wake for (reads whose follow-up is linked). -ETIME when the time ran out.
+    public func submitAndWait(count: Int, timeout: Int) -> Int32 {
+        guard held.isEmpty, count > 1 else { return submitAndWait() }
+        return ring.submitAndWait(count: count, timeout: timeout)
+    }
+
     /// Moves the owner's completions that are ready into `batch` (appending), without waiting;
     /// the engine's go to the engine (its next `reap` hands them over).
     public func reap(into batch: inout [Completion]) {

@@ -32,6 +32,26 @@ final class FUSERingEntry {
     /// The last command submitted, to submit again after EAGAIN/EINTR.
     var lastCommand = FUSERingABI.Command.register
 
+    /// A READ whose COMMIT_AND_FETCH is linked to its host read (IOSQE_IO_LINK): the kernel
+    /// commits the reply, prepared for a full read, as soon as the read filled the payload;
+    /// a short or failed read cancels the commit (-ECANCELED) and the reply is committed the
+    /// ordinary way (protocol/fuse-uring.md, "Queues").
+    enum Link {
+        /// No linked commit.
+        case none
+        /// Read and commit submitted; neither the read's reply nor the commit's end seen.
+        case armed
+        /// The commit was cancelled before the read's reply came: commit that reply.
+        case canceled
+        /// The read's reply was a full read: the linked commit answers it (unless a cancel comes).
+        case replied
+        /// A short or failed read was committed the ordinary way: its cancel is still to come.
+        case expectCancel
+    }
+    var link = Link.none
+    /// The bytes a full read of the linked READ moves.
+    var linkedSize = 0
+
     init(index: Int, payloadSize: Int) {
         self.index = index
         header = MessageBuffer(capacity: MessageBuffer.pageSize)
@@ -69,6 +89,30 @@ final class FUSERingEntry {
         }
         out.storeBytes(of: UInt32(bodyCount).littleEndian,
                        toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
+    }
+
+    /// The bytes a READ held asks for (`fuse_read_in.size`, at byte 16 of op_in), at most the
+    /// payload buffer.
+    var readSize: Int {
+        let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
+        return min(Int(size), payload.capacity)
+    }
+
+    /// Stores the reply of a READ that reads `size` bytes into the payload (header only, as the
+    /// engine encodes it), before the read ran: what the linked commit hands the kernel.
+    func storeFullReadReply(size: Int, unique: UInt64) {
+        let out = header.mutableBytes
+        out.storeBytes(of: UInt32(FUSEABI.outHeaderSize + size).littleEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: Int32(0), toByteOffset: 4, as: Int32.self)
+        out.storeBytes(of: unique.littleEndian, toByteOffset: 8, as: UInt64.self)
+        out.storeBytes(of: UInt32(size).littleEndian,
+                       toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
+    }
+
+    /// Whether `reply` (the engine's) says the READ linked to this entry's commit read in full.
+    func isFullRead(_ reply: ByteView) -> Bool {
+        reply.count == FUSEABI.outHeaderSize && reply.load(Int32.self, at: 4) == 0
+            && reply.load(UInt32.self, at: 0).map(Int.init) == FUSEABI.outHeaderSize + linkedSize
     }
 
     /// Where the request held lies in the entry (nil when its sizes do not add up).
@@ -138,11 +182,19 @@ final class FUSERingQueue: @unchecked Sendable {
     private var entries: [FUSERingEntry] = []
 
     private static let wakeTag = UInt64.max
+    /// READs commit through a link to their host read (FERRY_RING_LINKED_COMMITS=0 turns it off,
+    /// for comparisons).
+    static let linkedCommits = getenv("FERRY_RING_LINKED_COMMITS").map { String(cString: $0) != "0" } ?? true
 
     /// Makes requests of its own on this queue's CPU so that the kernel hands out what it queued.
     let nudger: RingNudger
     /// Entries parked since the last nudge (queue thread only).
     private var parkedSinceNudge = 0
+    /// Whether READs link their commit to their host read (the I/O engine is on this ring).
+    private var linkReads = false
+    /// READs whose linked commit fetched the entry's next request before their reply was
+    /// handled (by unique): the reply needs nothing more.
+    private var linkedDone = Set<UInt64>()
 
     init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String, helper: HostHelper? = nil,
          logger: Logger) throws(Errno) {
@@ -209,6 +261,7 @@ final class FUSERingQueue: @unchecked Sendable {
 
         // The host I/O of READ and WRITE goes through this same ring (io engine uring): one
         // io_uring_enter submits reads with the commits and fetches of other requests.
+        linkReads = engine.ioEngines.requested == .uring && FUSERingQueue.linkedCommits
         let io = engine.ioEngines.requested == .uring ? ring.shared.makeEngine(depth: engine.ioEngines.depth)
                                                        : engine.ioEngines.make()
         // Replies committed so far go to the kernel before a notification: a notification may
@@ -237,8 +290,12 @@ final class FUSERingQueue: @unchecked Sendable {
             engine.waitingForRequest(worker)
             if batch.isEmpty {
                 while !worker.prepareToSleep() { _ = engine.completeData(worker, send: commitData) }
-                let rc = ring.submitAndWait()
-                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
+                // Reads whose commit is linked post completions the thread need not wake for (the
+                // kernel commits their replies): wait for one more completion than there are
+                // of them, at most 200 us (a read from the disk, or an idle queue).
+                let armed = entries.reduce(0) { $0 + ($1.link == .armed ? 1 : 0) }
+                let rc = armed > 0 ? ring.shared.submitAndWait(count: 1 + armed, timeout: 200_000) : ring.submitAndWait()
+                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
                     logger.error("ring queue \(qid): io_uring_enter failed: \(Errno(rawValue: -rc))")
                     engine.stoppedWaiting(worker, requests: [])
                     break
@@ -293,10 +350,26 @@ final class FUSERingQueue: @unchecked Sendable {
             let entry = entries[Int(completion.tag)]
             switch completion.result {
             case 0:
+                // A linked commit that fetched the next request before its read's reply was
+                // handled: that reply needs nothing more.
+                if entry.link == .armed { linkedDone.insert(entry.commitID) }
+                entry.link = .none
                 entry.state = .holding
                 ready.append(entry)
                 headers.append(entry.inHeader)
+            case -ECANCELED where entry.link != .none:
+                switch entry.link {
+                case .armed: entry.link = .canceled   // the read's reply comes and is committed
+                case .replied:   // a full read that took a retry (the link broke on its EAGAIN)
+                    entry.link = .none
+                    entry.storeFullReadReply(size: entry.linkedSize, unique: entry.commitID)
+                    commit(entry, ring: ring)
+                default: entry.link = .none
+                }
             case -EAGAIN, -EINTR:
+                // A linked commit that ran (its read was full) and is to be sent again.
+                if entry.link == .armed { linkedDone.insert(entry.commitID) }
+                entry.link = .none
                 resubmit(entry, ring: ring)
             default:
                 entry.state = .dead
@@ -386,6 +459,9 @@ final class FUSERingQueue: @unchecked Sendable {
             // A data request: the I/O engine runs it; `commitData` answers it when it completes
             // (at once for the sync engine).
             entry.state = .inIO
+            if inPlace, linkReads, entry.inHeader.opcode == Opcode.read.rawValue {
+                linkCommit(entry, ring: ring)
+            }
             _ = engine.completeData(worker, send: commitData)
         case .noReply:
             // A blocking lock: its waiter posts the reply later (postDeferred). Nothing else
@@ -419,13 +495,39 @@ final class FUSERingQueue: @unchecked Sendable {
     /// Commits the reply of a data request that completed into the entry holding the request.
     private func commitData(_ reply: ByteView, ring: CommandRing) -> Bool {
         let unique = reply.load(UInt64.self, at: 8) ?? 0
+        if linkedDone.remove(unique) != nil { return true }
         guard let entry = entries.first(where: { $0.state == .inIO && $0.commitID == unique }) else {
             logger.warning("ring queue \(qid): data reply for #\(unique), which no entry holds; dropped")
             return true
         }
+        switch entry.link {
+        case .armed where entry.isFullRead(reply):
+            entry.link = .replied   // the kernel runs the linked commit
+            entry.state = .inKernel
+            return true
+        case .armed: entry.link = .expectCancel
+        case .canceled: entry.link = .none
+        default: break
+        }
         entry.storeReply(reply)
         commit(entry, ring: ring)
         return true
+    }
+
+    /// Links the entry's COMMIT_AND_FETCH to the READ's host read prepared just now on this
+    /// ring, with the reply of a full read stored beforehand, when that read reads into the
+    /// entry's payload buffer and is not submitted yet.
+    private func linkCommit(_ entry: FUSERingEntry, ring: CommandRing) {
+        let size = entry.readSize
+        guard size > 0, ring.shared.linkLastRead(into: entry.payload.mutableBytes.baseAddress!) else { return }
+        let unique = entry.commitID
+        entry.storeFullReadReply(size: size, unique: unique)
+        entry.linkedSize = size
+        entry.link = .armed
+        entry.lastCommand = .commitAndFetch
+        let queued = ring.queueCommand(.commitAndFetch, iovecs: nil, commitID: unique, queueID: UInt16(qid),
+                                       userData: UInt64(entry.index))
+        precondition(queued, "no submission entry for a linked commit (room was checked)")
     }
 
     private func commit(_ entry: FUSERingEntry, ring: CommandRing) {

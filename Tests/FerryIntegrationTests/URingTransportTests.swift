@@ -270,6 +270,50 @@ final class URingTransportTests: XCTestCase {
         }
     }
 
+    /// A READ's commit is linked to its host read on the queue's ring: at one read in flight
+    /// (4 KiB preads, one after the other, from the page cache) the queue makes one
+    /// io_uring_enter per READ (submit the read with its commit, and wait for the next request),
+    /// where committing after the read's completion takes two. Counted with perf's syscall
+    /// tracepoint on the server; skipped where perf cannot count.
+    func testOneIoUringEnterPerReadAtQueueDepthOne() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/perf") else { throw XCTSkip("no perf") }
+        let server = try FerryServer(arguments: ["--transport", "uring", "--passthrough", "never", "--cache", "never"])
+        let path = server.mountpoint + "/qd1"
+        var content = [UInt8](repeating: 0, count: 8 << 20)
+        for i in stride(from: 0, to: content.count, by: 4096) { content[i] = UInt8(truncatingIfNeeded: i >> 12) }
+        try Data(content).write(to: URL(fileURLWithPath: server.source + "/qd1"))
+        let fd = open(path, O_RDONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for block in 0..<2048 { _ = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, off_t(block * 4096)) } }   // warm the host cache
+        let output = try Scratch.directory("ferry-perf") + "/perf.txt"
+        let perf = Process()
+        perf.executableURL = URL(fileURLWithPath: "/usr/bin/perf")
+        perf.arguments = ["stat", "-x,", "-e", "syscalls:sys_enter_io_uring_enter", "-p", String(server.process.processIdentifier),
+                          "-o", output]
+        try perf.run()
+        usleep(500_000)
+        let reads = 5_000
+        for i in 0..<reads {
+            let block = (i &* 7_919) % 2048
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, off_t(block * 4096)) }
+            XCTAssertEqual(n, 4096)
+            if buffer[0] != UInt8(truncatingIfNeeded: block) { XCTFail("block \(block) read \(buffer[0])"); break }
+        }
+        kill(perf.processIdentifier, SIGINT)
+        perf.waitUntilExit()
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("sys_enter_io_uring_enter") }),
+              let count = Int(line.split(separator: ",").first ?? "") else {
+            throw XCTSkip("perf counted nothing: \(text)")
+        }
+        let perRead = Double(count) / Double(reads)
+        XCTAssertLessThan(perRead, 1.5, "\(count) io_uring_enter for \(reads) READs")
+        XCTAssertGreaterThan(perRead, 0.5, "\(count) io_uring_enter for \(reads) READs: did they go through the rings?")
+        XCTAssertEqual(server.stop(), 0, server.log)
+    }
+
     /// directio.py's checks over the rings (aligned and unaligned O_DIRECT compared with the
     /// host, dd, a mixed O_DIRECT and buffered random workload checked against a model of the
     /// file, fio --direct=1 jobs), with Ferry moving the data, through each I/O engine.
