@@ -51,6 +51,9 @@ final class FUSERingEntry {
     var link = Link.none
     /// The bytes a full read of the linked READ moves.
     var linkedSize = 0
+    /// The linked READ is on a file the client opened with O_DIRECT (`fuse_read_in.flags`): its
+    /// host read goes to the device and completes later, so the queue's wait does not count it.
+    var linkedDirect = false
 
     init(index: Int, payloadSize: Int) {
         self.index = index
@@ -96,6 +99,13 @@ final class FUSERingEntry {
     var readSize: Int {
         let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
         return min(Int(size), payload.capacity)
+    }
+
+    /// Whether the READ held comes from a file the client opened with O_DIRECT
+    /// (`fuse_read_in.flags`, at byte 32 of op_in); Ferry opens the host file the same way.
+    var readIsDirect: Bool {
+        let flags = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 32) ?? 0
+        return Int32(bitPattern: flags) & HostFlags.oDirect != 0
     }
 
     /// Stores the reply of a READ that reads `size` bytes into the payload (header only, as the
@@ -292,8 +302,10 @@ final class FUSERingQueue: @unchecked Sendable {
                 while !worker.prepareToSleep() { _ = engine.completeData(worker, send: commitData) }
                 // Reads whose commit is linked post completions the thread need not wake for (the
                 // kernel commits their replies): wait for one more completion than there are
-                // of them, at most 200 us (a read from the disk, or an idle queue).
-                let armed = entries.reduce(0) { $0 + ($1.link == .armed ? 1 : 0) }
+                // of them, at most 200 us (a read from the disk, or an idle queue). O_DIRECT
+                // reads are not counted: they complete later, and waiting past them cost more
+                // CPU than the wake-up they save (protocol/fuse-uring.md).
+                let armed = entries.reduce(0) { $0 + ($1.link == .armed && !$1.linkedDirect ? 1 : 0) }
                 let rc = armed > 0 ? ring.shared.submitAndWait(count: 1 + armed, timeout: 200_000) : ring.submitAndWait()
                 if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
                     logger.error("ring queue \(qid): io_uring_enter failed: \(Errno(rawValue: -rc))")
@@ -523,6 +535,7 @@ final class FUSERingQueue: @unchecked Sendable {
         let unique = entry.commitID
         entry.storeFullReadReply(size: size, unique: unique)
         entry.linkedSize = size
+        entry.linkedDirect = entry.readIsDirect
         entry.link = .armed
         entry.lastCommand = .commitAndFetch
         let queued = ring.queueCommand(.commitAndFetch, iovecs: nil, commitID: unique, queueID: UInt16(qid),
