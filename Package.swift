@@ -50,7 +50,7 @@ let package = Package(
         // Transports: /dev/fuse sessions (mount through libfuse, reader threads) and
         // FUSE-over-io_uring queues.
         .target(name: "FerryTransport", dependencies: [
-            "CFUSE", "CURing", "FerryEngine", "FerryProtocol", "FerrySystem",
+            "CFUSE", "CURing", "FerryEngine", "FerryIO", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // vhost-user socket plumbing (SCM_RIGHTS, unix sockets) and ring memory barriers.

@@ -81,6 +81,18 @@ extension FUSEEngine {
         return .submitted
     }
 
+    /// `makeWorker` for a transport that brings the worker's I/O engine: a FUSE ring queue
+    /// whose own io_uring carries the data operations too (`SharedRing.makeEngine`).
+    public func makeWorker(io: IOEngine, deferredReplies: @escaping DeferredReplySink = { _ in },
+                           notifications: @escaping NotificationSink = { _ in 0 },
+                           kick: (@Sendable () -> Void)? = nil) -> Worker {
+        let progress = kick.map { ReaderProgress(kick: $0) }
+        if let progress { closeOrdering.add(progress) }
+        let data = DataSlots(io: io, requestCapacity: options.requestBufferSize, replyCapacity: options.replyBufferSize)
+        return Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
+                      notifications: notifications, progress: progress, data: data)
+    }
+
     /// Buffer alignment an O_DIRECT host file gets without a bounce through Ferry's own
     /// page-aligned buffers (the page size: block sizes up to 4 KiB).
     static let directAlignment = 4096

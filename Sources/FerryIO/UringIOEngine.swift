@@ -18,34 +18,67 @@ import Synchronization
 /// would hand every one to a worker thread (a context switch each way, measured at 30-45% fewer
 /// 4 KiB writes per second than pwrite here). O_DIRECT writes, reads, fsync and fallocate go
 /// through the ring.
+///
+/// An engine made by `SharedRing.makeEngine` uses that ring (a FUSE queue's) instead of its
+/// own: its operations are tagged apart from the owner's commands, it has no eventfd (the
+/// owner sleeps on the ring itself), and `reap(wait: false)` submits nothing: what it prepared
+/// goes to the kernel with the owner's next io_uring_enter, together with the owner's commands.
 public final class UringIOEngine: IOEngine {
     public var kind: IOEngineKind { .uring }
     public let depth: Int
     public private(set) var inFlight = 0
-    public var completionFD: Int32? { completions.fd.rawValue }
+    public var completionFD: Int32? { completions?.fd.rawValue }
 
     private let ring: IORing
-    private let completions: EventCounter
+    /// Signalled on completions while the thread sleeps (nil when sharing a ring).
+    private let completions: EventCounter?
+    /// The ring shared with its owner's commands (nil: the engine's own ring).
+    private let shared: SharedRing?
+    /// Added to the slot number in each operation's tag.
+    private let tagBase: UInt64
     /// Per slot: the operation as it is now in the kernel, and the bytes a write already wrote.
     private var operations: [IOOperation?]
     private var written: [Int32]
     /// Completions of operations that ran at submission (buffered writes).
     private var finishedAtSubmission: [IOCompletion] = []
-    /// Completions taken from the ring by `sleep`, for the next `reap`.
-    private var reapedEarly: [IOCompletion] = []
-    /// Eventfds `sleep` polls through the ring.
+    /// Completions settled and not yet handed over: those the shared ring's owner drained
+    /// (`settle`), and those `sleep` took from the engine's own ring; the next `reap` delivers them.
+    private var settled: [IOCompletion] = []
+    /// Eventfds `sleep` polls through the engine's own ring.
     private var polls = EventPolls()
 
     public init(depth: Int) throws(Errno) {
         self.depth = depth
         ring = try IORing(entries: depth)
-        completions = try EventCounter()
+        let completions = try EventCounter()
         try ring.registerEventFD(completions.fd.rawValue)
         ring.signalCompletions(false)
+        self.completions = completions
+        shared = nil
+        tagBase = 0
         operations = Array(repeating: nil, count: depth)
         written = Array(repeating: 0, count: depth)
         finishedAtSubmission.reserveCapacity(depth)
-        reapedEarly.reserveCapacity(depth)
+        settled.reserveCapacity(depth)
+    }
+
+    /// An engine on `shared`'s ring (`SharedRing.makeEngine`).
+    init(sharing shared: SharedRing, depth: Int) {
+        self.depth = depth
+        ring = shared.ring
+        completions = nil
+        self.shared = shared
+        tagBase = SharedRing.engineTag
+        operations = Array(repeating: nil, count: depth)
+        written = Array(repeating: 0, count: depth)
+        finishedAtSubmission.reserveCapacity(depth)
+        settled.reserveCapacity(depth)
+    }
+
+    /// A completion of this engine's that the shared ring's owner drained: settled now, handed
+    /// over by the next `reap`.
+    func settle(slot: Int, result: Int32) {
+        if let done = finish(slot: slot, result: result) { settled.append(done) }
     }
 
     public func submit(_ operation: IOOperation, slot: Int) {
@@ -65,9 +98,9 @@ public final class UringIOEngine: IOEngine {
     }
 
     private func enqueue(_ operation: IOOperation, slot: Int) {
-        if !ring.prepare(operation, tag: UInt64(slot)) {
+        if !ring.prepare(operation, tag: tagBase | UInt64(slot)) {
             flush()
-            let prepared = ring.prepare(operation, tag: UInt64(slot))
+            let prepared = ring.prepare(operation, tag: tagBase | UInt64(slot))
             precondition(prepared, "io_uring submission queue full with \(inFlight) of \(depth) in flight")
         }
     }
@@ -83,6 +116,8 @@ public final class UringIOEngine: IOEngine {
     }
 
     public func prepareToSleep() -> Bool {
+        // On a shared ring the owner's io_uring_enter submits and sleeps; the completions wake it.
+        if shared != nil { return finishedAtSubmission.isEmpty && settled.isEmpty }
         flush()
         guard finishedAtSubmission.isEmpty else { return false }
         guard inFlight > 0 else { return true }
@@ -96,14 +131,14 @@ public final class UringIOEngine: IOEngine {
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
         guard wait else {
-            flush()
+            if shared == nil { flush() }
             return collect(body)
         }
         var delivered = 0
         while true {
             delivered += collect(body)
             if delivered > 0 || inFlight == 0 {
-                flush()   // continuations prepared by `finish`
+                if shared == nil { flush() }   // continuations prepared by `finish`
                 return delivered
             }
             ring.submitAndWait()   // what is queued starts, and the thread sleeps: one io_uring_enter
@@ -112,25 +147,35 @@ public final class UringIOEngine: IOEngine {
 
     /// Hands the completions already posted to `body`.
     private func collect(_ body: (IOCompletion) -> Void) -> Int {
-        ring.signalCompletions(false)
-        var delivered = finishedAtSubmission.count + reapedEarly.count
+        if completions != nil { ring.signalCompletions(false) }
+        var delivered = finishedAtSubmission.count + settled.count
         for completion in finishedAtSubmission {
             inFlight -= 1
             body(completion)
         }
         finishedAtSubmission.removeAll(keepingCapacity: true)
-        for completion in reapedEarly { body(completion) }
-        reapedEarly.removeAll(keepingCapacity: true)
-        _ = drainRing { done in
-            delivered += 1
-            body(done)
+        for completion in settled { body(completion) }
+        settled.removeAll(keepingCapacity: true)
+        func settle(_ slot: Int, _ result: Int32) {
+            if let done = finish(slot: slot, result: result) {
+                delivered += 1
+                body(done)
+            }
+        }
+        if let shared {
+            shared.drainForEngine(settle)
+        } else {
+            _ = drainOwnRing { done in
+                delivered += 1
+                body(done)
+            }
         }
         return delivered
     }
 
-    /// Takes every completion posted to the ring: settled operations go to `body`, polls of
-    /// eventfds to `polls`.
-    private func drainRing(_ body: (IOCompletion) -> Void) -> Int {
+    /// Takes every completion posted to the engine's own ring: settled operations go to `body`,
+    /// polls of eventfds to `polls`.
+    private func drainOwnRing(_ body: (IOCompletion) -> Void) -> Int {
         ring.drain { tag, result in
             if let fd = EventPolls.descriptor(ofTag: tag) {
                 polls.fired(fd)
@@ -141,6 +186,7 @@ public final class UringIOEngine: IOEngine {
     }
 
     public func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32] {
+        precondition(shared == nil, "an engine on a shared ring sleeps in its owner's ring")
         for fd in eventFDs where !polls.isArmed(fd) {
             if !ring.preparePoll(fd: fd, tag: EventPolls.tag(of: fd)) {
                 flush()
@@ -150,12 +196,12 @@ public final class UringIOEngine: IOEngine {
             polls.armed(fd)
         }
         ring.signalCompletions(false)   // the thread sleeps in the ring itself: no eventfd
-        if finishedAtSubmission.isEmpty && reapedEarly.isEmpty && !polls.anyFired && !ring.hasCompletions {
+        if finishedAtSubmission.isEmpty && settled.isEmpty && !polls.anyFired && !ring.hasCompletions {
             ring.submitAndWait()   // queued operations and polls start, and the thread sleeps: one io_uring_enter
         } else {
             flush()
         }
-        _ = drainRing { reapedEarly.append($0) }
+        _ = drainOwnRing { settled.append($0) }
         let signalled = polls.takeFired()
         for fd in signalled { EventCounter.drain(fd) }
         return signalled

@@ -32,6 +32,29 @@ final class FUSERingEntry {
     /// The last command submitted, to submit again after EAGAIN/EINTR.
     var lastCommand = FUSERingABI.Command.register
 
+    /// A READ whose COMMIT_AND_FETCH is linked to its host read (IOSQE_IO_LINK): the kernel
+    /// commits the reply, prepared for a full read, as soon as the read filled the payload;
+    /// a short or failed read cancels the commit (-ECANCELED) and the reply is committed the
+    /// ordinary way (protocol/fuse-uring.md, "Queues").
+    enum Link {
+        /// No linked commit.
+        case none
+        /// Read and commit submitted; neither the read's reply nor the commit's end seen.
+        case armed
+        /// The commit was cancelled before the read's reply came: commit that reply.
+        case canceled
+        /// The read's reply was a full read: the linked commit answers it (unless a cancel comes).
+        case replied
+        /// A short or failed read was committed the ordinary way: its cancel is still to come.
+        case expectCancel
+    }
+    var link = Link.none
+    /// The bytes a full read of the linked READ moves.
+    var linkedSize = 0
+    /// The linked READ is on a file the client opened with O_DIRECT (`fuse_read_in.flags`): its
+    /// host read goes to the device and completes later, so the queue's wait does not count it.
+    var linkedDirect = false
+
     init(index: Int, payloadSize: Int) {
         self.index = index
         header = MessageBuffer(capacity: MessageBuffer.pageSize)
@@ -53,12 +76,17 @@ final class FUSERingEntry {
 
     /// Puts a reply (out header + body, as the engine encodes it for /dev/fuse) into the
     /// entry: the header into in_out, the body into the payload, its length into payload_sz.
+    /// A READ that ran into the payload buffer (`fuse_out_header.len` counts more bytes than
+    /// `reply` has) leaves its data where it is: only the header is stored.
     func storeReply(_ reply: ByteView) {
         let out = header.mutableBytes
-        let bodyCount = max(0, reply.count - FUSEABI.outHeaderSize)
+        let declared = Int(reply.load(UInt32.self, at: 0) ?? 0)
+        let inPlace = declared > reply.count && reply.count == FUSEABI.outHeaderSize
+        let bodyCount = inPlace ? min(declared - FUSEABI.outHeaderSize, payload.capacity)
+                                : max(0, reply.count - FUSEABI.outHeaderSize)
         reply.withUnsafeBytes { bytes in
             out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(FUSEABI.outHeaderSize)))
-            if bodyCount > 0 {
+            if !inPlace && bodyCount > 0 {
                 payload.mutableBytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[FUSEABI.outHeaderSize...]))
             }
         }
@@ -66,20 +94,79 @@ final class FUSERingEntry {
                        toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
     }
 
-    /// Rebuilds the /dev/fuse form of the request held (header, op_in part, payload) in
-    /// `buffer`; returns its length, or nil when the entry's sizes do not add up.
-    func assembleRequest(into buffer: MessageBuffer) -> Int? {
-        guard let layout = RingRequestLayout(header: header.view(count: FUSERingABI.requestHeaderSize),
-                                             payloadCapacity: payload.capacity),
-              layout.length <= buffer.capacity else { return nil }
+    /// The bytes a READ held asks for (`fuse_read_in.size`, at byte 16 of op_in), at most the
+    /// payload buffer.
+    var readSize: Int {
+        let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
+        return min(Int(size), payload.capacity)
+    }
+
+    /// Whether the READ held comes from a file the client opened with O_DIRECT
+    /// (`fuse_read_in.flags`, at byte 32 of op_in); Ferry opens the host file the same way.
+    var readIsDirect: Bool {
+        let flags = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 32) ?? 0
+        return Int32(bitPattern: flags) & HostFlags.oDirect != 0
+    }
+
+    /// Stores the reply of a READ that reads `size` bytes into the payload (header only, as the
+    /// engine encodes it), before the read ran: what the linked commit hands the kernel.
+    func storeFullReadReply(size: Int, unique: UInt64) {
+        let out = header.mutableBytes
+        out.storeBytes(of: UInt32(FUSEABI.outHeaderSize + size).littleEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: Int32(0), toByteOffset: 4, as: Int32.self)
+        out.storeBytes(of: unique.littleEndian, toByteOffset: 8, as: UInt64.self)
+        out.storeBytes(of: UInt32(size).littleEndian,
+                       toByteOffset: FUSERingABI.entInOutOffset + FUSERingABI.entPayloadSizeOffset, as: UInt32.self)
+    }
+
+    /// Whether `reply` (the engine's) says the READ linked to this entry's commit read in full.
+    func isFullRead(_ reply: ByteView) -> Bool {
+        reply.count == FUSEABI.outHeaderSize && reply.load(Int32.self, at: 4) == 0
+            && reply.load(UInt32.self, at: 0).map(Int.init) == FUSEABI.outHeaderSize + linkedSize
+    }
+
+    /// Where the request held lies in the entry (nil when its sizes do not add up).
+    var layout: RingRequestLayout? {
+        RingRequestLayout(header: header.view(count: FUSERingABI.requestHeaderSize), payloadCapacity: payload.capacity)
+    }
+
+    /// Rebuilds the /dev/fuse form of the request held in `buffer`: its header and op_in part,
+    /// then the payload unless `withPayload` is false (a READ or WRITE whose data stays in the
+    /// payload buffer). Returns the bytes written, or nil when they do not fit.
+    func assembleRequest(_ layout: RingRequestLayout, into buffer: MessageBuffer, withPayload: Bool = true) -> Int? {
+        let length = withPayload ? layout.length : layout.length - layout.payloadLength
+        guard length <= buffer.capacity else { return nil }
         let dest = buffer.mutableBytes
         let src = header.mutableBytes
         dest.baseAddress!.copyMemory(from: src.baseAddress! + FUSERingABI.inOutOffset, byteCount: FUSEABI.inHeaderSize)
         dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize)
             .copyMemory(from: src.baseAddress! + FUSERingABI.opInOffset, byteCount: layout.opInLength)
-        dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize + layout.opInLength)
-            .copyMemory(from: payload.mutableBytes.baseAddress!, byteCount: layout.payloadLength)
-        return layout.length
+        if withPayload {
+            dest.baseAddress!.advanced(by: FUSEABI.inHeaderSize + layout.opInLength)
+                .copyMemory(from: payload.mutableBytes.baseAddress!, byteCount: layout.payloadLength)
+        }
+        return length
+    }
+
+    /// Whether the request held is a READ or WRITE whose data can stay in the payload buffer:
+    /// a READ (its reply's data is read straight into the payload) or a WRITE whose payload is
+    /// its data and nothing else (the host file is written from the payload).
+    func dataInPlace(_ layout: RingRequestLayout) -> Bool {
+        switch inHeader.opcode {
+        case Opcode.read.rawValue: return layout.payloadLength == 0
+        case Opcode.write.rawValue:
+            guard layout.payloadLength > 0, layout.opInLength >= FUSEABI.ioInSize else { return false }
+            // fuse_write_in.size, at byte 16 of op_in (after fh and offset).
+            let size = header.view(count: FUSERingABI.requestHeaderSize).load(UInt32.self, at: FUSERingABI.opInOffset + 16) ?? 0
+            return Int(size) == layout.payloadLength
+        default: return false
+        }
+    }
+
+    /// The payload buffer as the I/O core's data buffer: all of it for a READ (the engine cuts
+    /// it to the size asked), the data for a WRITE.
+    func payloadData(_ layout: RingRequestLayout, isRead: Bool) -> UnsafeMutableRawBufferPointer {
+        isRead ? payload.mutableBytes : UnsafeMutableRawBufferPointer(rebasing: payload.mutableBytes.prefix(layout.payloadLength))
     }
 }
 
@@ -105,13 +192,19 @@ final class FUSERingQueue: @unchecked Sendable {
     private var entries: [FUSERingEntry] = []
 
     private static let wakeTag = UInt64.max
-    /// The poll on the I/O engine's completion eventfd.
-    private static let dataTag = UInt64.max - 1
+    /// READs commit through a link to their host read (FERRY_RING_LINKED_COMMITS=0 turns it off,
+    /// for comparisons).
+    static let linkedCommits = getenv("FERRY_RING_LINKED_COMMITS").map { String(cString: $0) != "0" } ?? true
 
     /// Makes requests of its own on this queue's CPU so that the kernel hands out what it queued.
     let nudger: RingNudger
     /// Entries parked since the last nudge (queue thread only).
     private var parkedSinceNudge = 0
+    /// Whether READs link their commit to their host read (the I/O engine is on this ring).
+    private var linkReads = false
+    /// READs whose linked commit fetched the entry's next request before their reply was
+    /// handled (by unique): the reply needs nothing more.
+    private var linkedDone = Set<UInt64>()
 
     init(qid: Int, depth: Int, engine: FUSEEngine, deviceFD: Int32, payloadSize: Int, mountpoint: String, helper: HostHelper? = nil,
          logger: Logger) throws(Errno) {
@@ -150,7 +243,9 @@ final class FUSERingQueue: @unchecked Sendable {
         do {
             // Completions: room for every entry a queue may grow to (blocked locks), so the
             // kernel never has to hold completions back.
-            ring = try CommandRing(entries: UInt32(depth + 1), completions: UInt32(2 * FUSERingQueue.maximumEntries))
+            // Submissions: a command per entry, the polls, and the I/O engine's operations.
+            ring = try CommandRing(entries: UInt32(depth + engine.ioEngines.depth + 2),
+                                   completions: UInt32(2 * FUSERingQueue.maximumEntries))
             try ring.registerFixedFile(deviceFD)
         } catch {
             registered(error)
@@ -169,20 +264,32 @@ final class FUSERingQueue: @unchecked Sendable {
         if submitted < 0 {
             registered(Errno(rawValue: -submitted)); return
         }
-        if let failed = batch.first(where: { $0.userData != FUSERingQueue.wakeTag && $0.result < 0 && $0.result != -EAGAIN }) {
+        if let failed = batch.first(where: { $0.tag != FUSERingQueue.wakeTag && $0.result < 0 && $0.result != -EAGAIN }) {
             registered(Errno(rawValue: -failed.result)); return
         }
         registered(nil)
 
-        let worker = engine.makeWorker(deferredReplies: { [self] bytes in self.postDeferred(bytes) },
-                                       notifications: { [deviceFD] message in DevFuseDevice.send(deviceFD, message) },
+        // The host I/O of READ and WRITE goes through this same ring (io engine uring): one
+        // io_uring_enter submits reads with the commits and fetches of other requests.
+        linkReads = engine.ioEngines.requested == .uring && FUSERingQueue.linkedCommits
+        let io = engine.ioEngines.requested == .uring ? ring.shared.makeEngine(depth: engine.ioEngines.depth)
+                                                       : engine.ioEngines.make()
+        // Replies committed so far go to the kernel before a notification: a notification may
+        // wait in the kernel for a request whose reply is still only prepared here.
+        let worker = engine.makeWorker(io: io, deferredReplies: { [self] bytes in self.postDeferred(bytes) },
+                                       notifications: { [deviceFD] message in
+                                           _ = ring.submit()
+                                           return DevFuseDevice.send(deviceFD, message)
+                                       },
                                        kick: { [wake] in wake.signal() })
         let commitData = { [self] (reply: ByteView) -> Bool in self.commitData(reply, ring: ring) }
         defer {
             engine.drainData(worker, send: { _ in false })   // the kernel may still write into their buffers
             engine.retire(worker)
         }
-        if let completions = worker.completionFD { _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) }
+        // Neither engine has a completion descriptor to poll: the shared ring's completions wake
+        // the thread in its io_uring_enter, and the sync engine's are ready at submission.
+        precondition(worker.completionFD == nil, "a ring queue's I/O engine completes on the queue's own ring")
         var ready: [FUSERingEntry] = []
         ready.reserveCapacity(depth)
         var headers: [InHeader] = []
@@ -193,8 +300,14 @@ final class FUSERingQueue: @unchecked Sendable {
             engine.waitingForRequest(worker)
             if batch.isEmpty {
                 while !worker.prepareToSleep() { _ = engine.completeData(worker, send: commitData) }
-                let rc = ring.submitAndWait()
-                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
+                // Reads whose commit is linked post completions the thread need not wake for (the
+                // kernel commits their replies): wait for one more completion than there are
+                // of them, at most 200 us (a read from the disk, or an idle queue). O_DIRECT
+                // reads are not counted: they complete later, and waiting past them cost more
+                // CPU than the wake-up they save (protocol/fuse-uring.md).
+                let armed = entries.reduce(0) { $0 + ($1.link == .armed && !$1.linkedDirect ? 1 : 0) }
+                let rc = armed > 0 ? ring.shared.submitAndWait(count: 1 + armed, timeout: 200_000) : ring.submitAndWait()
+                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
                     logger.error("ring queue \(qid): io_uring_enter failed: \(Errno(rawValue: -rc))")
                     engine.stoppedWaiting(worker, requests: [])
                     break
@@ -222,9 +335,8 @@ final class FUSERingQueue: @unchecked Sendable {
                     absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
                     engine.announce(worker, requests: headers)
                 }
-                // Replies go out at once (a later request may wait on this one in the kernel,
-                // e.g. through a notification); the last one rides on the next wait.
-                if !ready.isEmpty { _ = ring.submit() }
+                // Replies and reads prepared meanwhile ride on the next wait's io_uring_enter
+                // (or go before a notification: see `makeWorker` above).
             }
             growIfParked(ring: ring)
             if parkedSinceNudge > 0 {
@@ -243,18 +355,33 @@ final class FUSERingQueue: @unchecked Sendable {
     /// committed, the eventfd poll re-armed). Empties `batch`.
     private func absorb(_ batch: inout [CommandRing.Completion], into ready: inout [FUSERingEntry],
                         headers: inout [InHeader], ring: CommandRing, unexpected: inout Int, worker: Worker) {
-        var woken = false, dataDone = false
+        var woken = false
         for completion in batch {
-            if completion.userData == FUSERingQueue.wakeTag { woken = true; continue }
-            if completion.userData == FUSERingQueue.dataTag { dataDone = true; continue }
-            guard completion.userData < UInt64(entries.count) else { continue }
-            let entry = entries[Int(completion.userData)]
+            if completion.tag == FUSERingQueue.wakeTag { woken = true; continue }
+            guard completion.tag < UInt64(entries.count) else { continue }
+            let entry = entries[Int(completion.tag)]
             switch completion.result {
             case 0:
+                // A linked commit that fetched the next request before its read's reply was
+                // handled: that reply needs nothing more.
+                if entry.link == .armed { linkedDone.insert(entry.commitID) }
+                entry.link = .none
                 entry.state = .holding
                 ready.append(entry)
                 headers.append(entry.inHeader)
+            case -ECANCELED where entry.link != .none:
+                switch entry.link {
+                case .armed: entry.link = .canceled   // the read's reply comes and is committed
+                case .replied:   // a full read that took a retry (the link broke on its EAGAIN)
+                    entry.link = .none
+                    entry.storeFullReadReply(size: entry.linkedSize, unique: entry.commitID)
+                    commit(entry, ring: ring)
+                default: entry.link = .none
+                }
             case -EAGAIN, -EINTR:
+                // A linked commit that ran (its read was full) and is to be sent again.
+                if entry.link == .armed { linkedDone.insert(entry.commitID) }
+                entry.link = .none
                 resubmit(entry, ring: ring)
             default:
                 entry.state = .dead
@@ -266,14 +393,8 @@ final class FUSERingQueue: @unchecked Sendable {
             }
         }
         batch.removeAll(keepingCapacity: true)
-        if dataDone, let completions = worker.completionFD {
-            EventCounter.drain(completions)
-            _ = engine.completeData(worker) { commitData($0, ring: ring) }
-            if !ring.queuePollIn(completions, userData: FUSERingQueue.dataTag) {
-                _ = ring.submit()
-                _ = ring.queuePollIn(completions, userData: FUSERingQueue.dataTag)
-            }
-        }
+        // Operations of the I/O engine that completed on this ring (reaped with the rest).
+        if worker.dataInFlight > 0 { _ = engine.completeData(worker) { commitData($0, ring: ring) } }
         if woken {
             wake.drain()
             commitDeferred(entries, ring: ring)
@@ -322,7 +443,9 @@ final class FUSERingQueue: @unchecked Sendable {
         entry.commitID = entry.header.view(count: FUSERingABI.requestHeaderSize)
             .load(UInt64.self, at: FUSERingABI.entInOutOffset + FUSERingABI.entCommitIDOffset) ?? 0
         served.add(1, ordering: .relaxed)
-        guard let length = entry.assembleRequest(into: request) else {
+        guard let layout = entry.layout,
+              case let inPlace = entry.dataInPlace(layout),
+              let length = entry.assembleRequest(layout, into: request, withPayload: !inPlace) else {
             let h = entry.inHeader
             logger.error("ring queue \(qid): request #\(h.unique) with inconsistent sizes; answering EIO")
             var writer = WireWriter(worker.replyBuffer)
@@ -331,8 +454,16 @@ final class FUSERingQueue: @unchecked Sendable {
             commit(entry, ring: ring)
             return
         }
+        if inPlace {
+            // READ and WRITE: the host file is read into / written from the entry's payload
+            // buffer itself (page-aligned, so O_DIRECT files take it as it is); the request
+            // buffer gets the headers only.
+            let vectors = worker.payloadVectors
+            vectors.removeAll()
+            vectors.append(entry.payloadData(layout, isRead: entry.inHeader.opcode == Opcode.read.rawValue))
+        }
         let inFlight = worker.dataInFlight
-        switch engine.handle(request.view(count: length), worker: worker) {
+        switch engine.handle(request.view(count: length), worker: worker, payloadInVectors: inPlace) {
         case let .reply(bytes):
             entry.storeReply(bytes)
             commit(entry, ring: ring)
@@ -340,6 +471,9 @@ final class FUSERingQueue: @unchecked Sendable {
             // A data request: the I/O engine runs it; `commitData` answers it when it completes
             // (at once for the sync engine).
             entry.state = .inIO
+            if inPlace, linkReads, entry.inHeader.opcode == Opcode.read.rawValue {
+                linkCommit(entry, ring: ring)
+            }
             _ = engine.completeData(worker, send: commitData)
         case .noReply:
             // A blocking lock: its waiter posts the reply later (postDeferred). Nothing else
@@ -373,13 +507,40 @@ final class FUSERingQueue: @unchecked Sendable {
     /// Commits the reply of a data request that completed into the entry holding the request.
     private func commitData(_ reply: ByteView, ring: CommandRing) -> Bool {
         let unique = reply.load(UInt64.self, at: 8) ?? 0
+        if linkedDone.remove(unique) != nil { return true }
         guard let entry = entries.first(where: { $0.state == .inIO && $0.commitID == unique }) else {
             logger.warning("ring queue \(qid): data reply for #\(unique), which no entry holds; dropped")
             return true
         }
+        switch entry.link {
+        case .armed where entry.isFullRead(reply):
+            entry.link = .replied   // the kernel runs the linked commit
+            entry.state = .inKernel
+            return true
+        case .armed: entry.link = .expectCancel
+        case .canceled: entry.link = .none
+        default: break
+        }
         entry.storeReply(reply)
         commit(entry, ring: ring)
         return true
+    }
+
+    /// Links the entry's COMMIT_AND_FETCH to the READ's host read prepared just now on this
+    /// ring, with the reply of a full read stored beforehand, when that read reads into the
+    /// entry's payload buffer and is not submitted yet.
+    private func linkCommit(_ entry: FUSERingEntry, ring: CommandRing) {
+        let size = entry.readSize
+        guard size > 0, ring.shared.linkLastRead(into: entry.payload.mutableBytes.baseAddress!) else { return }
+        let unique = entry.commitID
+        entry.storeFullReadReply(size: size, unique: unique)
+        entry.linkedSize = size
+        entry.linkedDirect = entry.readIsDirect
+        entry.link = .armed
+        entry.lastCommand = .commitAndFetch
+        let queued = ring.queueCommand(.commitAndFetch, iovecs: nil, commitID: unique, queueID: UInt16(qid),
+                                       userData: UInt64(entry.index))
+        precondition(queued, "no submission entry for a linked commit (room was checked)")
     }
 
     private func commit(_ entry: FUSERingEntry, ring: CommandRing) {
