@@ -5,7 +5,10 @@ import XCTest
 /// command line, a client that looks up many names, opens files until refused, or queues more
 /// blocking locks than allowed gets the documented errno, Ferry logs the bound once (not once
 /// per refusal) and keeps serving other callers, and its thread count stays bounded.
-final class ResourceBoundsTests: XCTestCase {
+class ResourceBoundsTests: XCTestCase {
+    /// Arguments that pick the transport (the subclass runs the bounds over io_uring).
+    var transport: [String] { [] }
+
     /// Runs boundscheck.py's `check` against `server`; returns its "key value" lines.
     private func run(_ check: String, _ server: FerryServer, _ arguments: [String]) throws -> [String: String] {
         let result = try runCommand(["python3", script("boundscheck.py"), check, server.source, server.mountpoint] + arguments,
@@ -40,7 +43,7 @@ final class ResourceBoundsTests: XCTestCase {
     func testInodeBoundRefusesLookupsWithENOMEM() throws {
         // No change notifications: the host-side creation of the files would otherwise make the
         // kernel drop (and FORGET) names it had looked up, and the count would drift.
-        let server = try FerryServer(arguments: ["--cache", "always", "--no-notify", "--max-inodes", "2000"])
+        let server = try FerryServer(arguments: transport + ["--cache", "always", "--no-notify", "--max-inodes", "2000"])
         let values = try run("inodes", server, ["3000"])
         // "known", the directory "many", then files: 1998 of them fit.
         expect(values, ["errno": "ENOMEM", "looked_up": "1998", "other_caller": "ok", "recovered_after_drop_caches": "yes"])
@@ -52,7 +55,7 @@ final class ResourceBoundsTests: XCTestCase {
     /// --max-open-files 100: the 101st open is ENFILE; another process's stat is answered
     /// meanwhile, and after one close another process opens and reads.
     func testOpenFileBoundRefusesOpensWithENFILE() throws {
-        let server = try FerryServer(arguments: ["--cache", "never", "--max-open-files", "100"])
+        let server = try FerryServer(arguments: transport + ["--cache", "never", "--max-open-files", "100"])
         let values = try run("openfiles", server, ["300"])
         expect(values, ["errno": "ENFILE", "opened": "100", "other_stat": "ok", "other_caller": "ok"])
         XCTAssertEqual(warnings(server, "open files (--max-open-files)"), 1, server.log)
@@ -71,7 +74,7 @@ final class ResourceBoundsTests: XCTestCase {
     /// ENOLCK at once, ferry gains at most 8 threads (plus slack for its own), another process
     /// reads meanwhile, and the 8 waiters get the lock once the holder lets go.
     func testLockWaiterBoundRefusesWithENOLCKAndBoundsThreads() throws {
-        let server = try FerryServer(arguments: ["--cache", "never", "--max-lock-waiters", "8"])
+        let server = try FerryServer(arguments: transport + ["--cache", "never", "--max-lock-waiters", "8"])
         let pid = server.process.processIdentifier
         let values = try run("lockwaiters", server, ["40", String(pid)])
         expect(values, ["refused_early": "32", "other_early": "0", "other_caller": "ok", "locked_after_release": "8",
@@ -142,5 +145,33 @@ final class ResourceBoundsTests: XCTestCase {
         let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }.map(String.init) ?? ""
         XCTAssertEqual(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2).map(String.init),
                        ["4096", "4096"], limits)
+    }
+}
+
+/// The same bounds over FUSE-over-io_uring: the ring queues hand requests to the same engine
+/// and filesystem, and a blocked lock waiter there holds a ring entry besides its thread.
+final class ResourceBoundsOverURingTests: ResourceBoundsTests {
+    override var transport: [String] { ["--transport", "uring"] }
+    override func setUpWithError() throws { try URingParameter.enable() }
+    override func tearDown() { URingParameter.restore(); super.tearDown() }
+
+    /// Transport-independent, and long: run once, over /dev/fuse.
+    override func testDefaultBoundsServe200000Lookups() throws {
+        throw XCTSkip("run by ResourceBoundsTests (the bound is counted in the filesystem, not the transport)")
+    }
+
+    override func testOptionsExplainAndVirtiofsdSpelling() throws {
+        throw XCTSkip("run by ResourceBoundsTests (options only)")
+    }
+
+    /// A server started so serves through the rings (not a silent /dev/fuse fallback).
+    func testTheBoundsRunOverTheRings() throws {
+        let server = try FerryServer(arguments: transport + ["--max-open-files", "10"])
+        SandboxTests.waitForLog({ server.log }, "transport io_uring")
+        try "x".write(toFile: server.mountpoint + "/f", atomically: false, encoding: .utf8)
+        XCTAssertEqual(try String(contentsOfFile: server.mountpoint + "/f", encoding: .utf8), "x")
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertNil(server.log.range(of: "totals: 0 request(s) through the io_uring queues"), server.log)
+        XCTAssertTrue(server.log.contains("request(s) through the io_uring queues"), server.log)
     }
 }

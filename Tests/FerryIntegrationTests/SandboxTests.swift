@@ -105,6 +105,28 @@ final class SandboxTests: XCTestCase {
         XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
     }
 
+    /// FUSE-over-io_uring under the defaults: the same sandbox, filter and capabilities, and the
+    /// requests really come through the rings (the allow-list has what the ring queues call).
+    func testTheUringTransportIsSandboxedAlike() throws {
+        try URingParameter.enable()
+        defer { URingParameter.restore() }
+        let server = try FerryServer(arguments: ["--transport", "uring"])
+        defer { server.stop() }
+        SandboxTests.waitForLog({ server.log }, "transport io_uring")
+        try assertSandboxed(pid: server.process.processIdentifier, source: server.source,
+                            capabilities: SandboxTests.switching | SandboxTests.sysAdmin, log: server.log)
+        try FileManager.default.createDirectory(atPath: server.mountpoint + "/d", withIntermediateDirectories: false)
+        try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: server.mountpoint + "/d/f"))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: server.source + "/d/f")), Data(repeating: 7, count: 1 << 20))
+        let (status, output) = try runCommand(["ls", "-lR", server.mountpoint])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(server.process.isRunning, server.log)
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertNil(server.log.range(of: "totals: 0 request(s) through the io_uring queues"), server.log)
+        XCTAssertTrue(server.log.contains("request(s) through the io_uring queues"), server.log)
+        XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
+    }
+
     /// A root server without a sandbox keeps the default filter, which has no mount calls: the
     /// atime display on the mount and the unmount go through the host helper, so it serves
     /// and exits cleanly instead of dying of SIGSYS once INIT is answered.
