@@ -17,11 +17,15 @@ final class IDTranslationMountTests: XCTestCase {
     }
 
     /// A server with `arguments` whose mount other users can reach (the scratch directory
-    /// holding SOURCE and MOUNTPOINT is made 0755).
-    private func server(_ arguments: [String]) throws -> FerryServer {
-        let server = try FerryServer(arguments: arguments)
-        chmod(URL(fileURLWithPath: server.mountpoint).deletingLastPathComponent().path, 0o755)
-        return server
+    /// holding SOURCE and MOUNTPOINT is made 0755), SOURCE with mode `sourceMode` before the
+    /// server starts (a chmod on the host afterwards reaches the kernel's cached root only
+    /// through a change notification, which may come after the test's next step).
+    private func server(_ arguments: [String], sourceMode: mode_t? = nil) throws -> FerryServer {
+        let scratch = try Scratch.directory("ferry-idmap")
+        chmod(scratch, 0o755)
+        try FileManager.default.createDirectory(atPath: scratch + "/src", withIntermediateDirectories: false)
+        if let sourceMode { chmod(scratch + "/src", sourceMode) }
+        return try FerryServer(source: scratch + "/src", mountpoint: scratch + "/mnt", arguments: arguments)
     }
 
     private func owner(_ path: String) throws -> String {
@@ -88,9 +92,8 @@ final class IDTranslationMountTests: XCTestCase {
                       "--translate-\(kind)", "forbid-guest:1001:999", "--translate-\(kind)", "map:2000:2000:1",
                       "--translate-\(kind)", "forbid-guest:2001:4294965295"]
         }
-        let server = try server(rules)
+        let server = try server(rules, sourceMode: 0o777)
         defer { server.stop() }
-        chmod(server.source, 0o777)
         for allowed: UInt32 in [1000, 2000] {
             let result = try sh(as: allowed, "touch \(server.mountpoint)/by-\(allowed) && ls \(server.mountpoint) >/dev/null")
             XCTAssertEqual(result.status, 0, "uid \(allowed): \(result.output)")
