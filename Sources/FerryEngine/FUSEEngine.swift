@@ -73,12 +73,7 @@ public final class FUSEEngine: Sendable {
     public func makeWorker(deferredReplies: @escaping DeferredReplySink = { _ in },
                            notifications: @escaping NotificationSink = { _ in 0 },
                            kick: (@Sendable () -> Void)? = nil) -> Worker {
-        let progress = kick.map { ReaderProgress(kick: $0) }
-        if let progress { closeOrdering.add(progress) }
-        let data = DataSlots(io: ioEngines.make(), requestCapacity: options.requestBufferSize,
-                             replyCapacity: options.replyBufferSize)
-        return Worker(options: options, switchCredentials: switchCredentials, deferredReplies: deferredReplies,
-                      notifications: notifications, progress: progress, data: data)
+        makeWorker(io: ioEngines.make(), deferredReplies: deferredReplies, notifications: notifications, kick: kick)
     }
 
     /// Reader threads call this before each wait for a request (see `CloseOrdering`).
