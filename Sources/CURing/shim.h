@@ -43,9 +43,3 @@ static inline void *ferry_uring_prep_cmd(struct io_uring_sqe *sqe, unsigned cmd_
     return sqe->cmd;
 }
 
-/// Fills a 128-byte SQE as a one-shot POLLIN poll of `fd`.
-static inline void ferry_uring_prep_poll_in(struct io_uring_sqe *sqe, int fd, unsigned long long user_data) {
-    memset(sqe, 0, 128);
-    io_uring_prep_poll_add(sqe, fd, POLLIN);
-    sqe->user_data = user_data;
-}

@@ -97,8 +97,8 @@ final class IORing {
     }
 
     /// Fills the next free submission entry with a one-shot poll of `fd` for input, tagged
-    /// `tag`; false if the submission queue is full (flush first). On a ring of 64-byte entries
-    /// (an I/O engine's own); `preparePollIn` is the one for a shared ring's 128-byte entries.
+    /// `tag`; false if the submission queue is full (flush first). On either kind of ring: a
+    /// poll reads only an entry's first 64 bytes, which the prep call fills in full.
     func preparePoll(fd: Int32, tag: UInt64) -> Bool {
         guard let sqe = io_uring_get_sqe(ring) else { return false }
         lastPrepared = sqe
@@ -134,17 +134,6 @@ final class IORing {
         lastPrepared = sqe
         lastReadBuffer = nil
         return ferry_uring_prep_cmd(sqe, command, 0, iovecs, tag)
-    }
-
-    /// Fills the next free submission entry (128 bytes) as a one-shot POLLIN poll of `fd`, tagged
-    /// `tag`; false when the submission queue is full. Only on a ring made with
-    /// `init(entries:completions:)`.
-    func preparePollIn(_ fd: Int32, tag: UInt64) -> Bool {
-        guard let sqe = io_uring_get_sqe(ring) else { return false }
-        lastPrepared = sqe
-        lastReadBuffer = nil
-        ferry_uring_prep_poll_in(sqe, fd, tag)
-        return true
     }
 
     /// Hands every prepared entry to the kernel and sleeps until a completion is ready (one

@@ -60,7 +60,7 @@ public final class SharedRing {
     }
 
     /// Prepares a one-shot wait for `fd` to become readable; false when the queue is full.
-    public func preparePollIn(_ fd: Int32, tag: UInt64) -> Bool { ring.preparePollIn(fd, tag: tag) }
+    public func preparePollIn(_ fd: Int32, tag: UInt64) -> Bool { ring.preparePoll(fd: fd, tag: tag) }
 
     /// Submits everything prepared (the owner's and the engine's); the number submitted or -errno.
     public func submit() -> Int32 {
