@@ -20,6 +20,7 @@
 #include <linux/capability.h>
 #include <sys/prctl.h>
 #include <signal.h>
+#include <poll.h>
 
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, uid); }
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, gid); }
@@ -288,6 +289,10 @@ static void ferry_sigsys_report(int signal, siginfo_t *info, void *context) {
     memset(&fallback, 0, sizeof fallback);
     fallback.sa_handler = SIG_DFL;
     sigaction(signal, &fallback, NULL);
+    // Make the refused call again: the filter traps it again, and the kernel's forced SIGSYS
+    // now meets the default action and kills the process. raise() would not do for pid 1 of
+    // a pid namespace (the sandbox's server), which ignores its own default-action signals.
+    syscall(info->si_syscall);
     raise(signal);
 }
 
@@ -301,3 +306,12 @@ int ferry_install_sigsys_reporter(void) {
 }
 
 long ferry_raw_syscall0(long number) { return syscall(number); }
+
+int ferry_fork(void) { return (int)fork(); }
+int ferry_pidfd_open(int pid) { return (int)syscall(434 /* SYS_pidfd_open */, pid, 0); }
+int ferry_pidfd_exited(int pidfd) {
+    struct pollfd entry = { .fd = pidfd, .events = POLLIN };
+    int ready = poll(&entry, 1, 0);
+    return ready < 0 ? -1 : ready > 0;
+}
+int ferry_close_from(int first) { return (int)syscall(436 /* SYS_close_range */, first, ~0U, 0); }

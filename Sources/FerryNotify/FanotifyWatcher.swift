@@ -33,7 +33,6 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     }
     private let group: OwnedFD
     private let inodes: InodeStore
-    private let ownProcess = getpid()
     private let logger: Logger
     /// fsid (as events report it) → device number (as nodes are keyed), per file system seen.
     private let filesystems: Mutex<[UInt64: UInt64]>
@@ -89,6 +88,10 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     }
 
     func run(into sink: ChangeSink) {
+        // Events carry the writer's pid as this reader's pid namespace numbers it: read now,
+        // in the namespace the server serves from (a new pid namespace numbers Ferry 1 and
+        // host processes 0).
+        let ownProcess = getpid()
         readEvents(from: group.rawValue, into: sink) { bytes in
             // Changes made through this server: the kernel made them, so it knows. They are
             // skipped before their handles are even decoded.

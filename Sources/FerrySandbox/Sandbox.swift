@@ -3,8 +3,8 @@ import Glibc
 
 /// `--sandbox namespace|chroot|none`, with virtiofsd's names and meanings.
 public enum SandboxMode: String, Sendable, CaseIterable {
-    /// New mount, IPC, UTS and network namespaces; every mount private; SOURCE becomes the root
-    /// (pivot_root) and the old root is detached. The default when run as root.
+    /// New pid (`PidNamespace`), mount, IPC, UTS and network namespaces; every mount private;
+    /// SOURCE becomes the root (pivot_root) and the old root is detached. The default as root.
     case namespace
     /// chroot(2) into SOURCE only, for where namespaces are not allowed (some containers).
     case chroot
@@ -27,9 +27,7 @@ public struct SandboxError: Error, CustomStringConvertible {
 /// paths was opened (SOURCE, the FUSE mount or the vhost-user socket, the watchers, /proc and
 /// /proc/self/fd, /dev/fuse), before the first request thread starts.
 ///
-/// The pid namespace is not used: unshare(CLONE_NEWPID) moves only children, so Ferry would
-/// have to fork after set-up, and the FUSE requests carry the callers' pids in the host's pid
-/// namespace, which Ferry resolves in the host's /proc for their supplementary groups.
+/// The pid namespace comes first, before this (`PidNamespace`, which forks).
 public enum Sandbox {
     /// Enters `mode` with SOURCE at `source` (whose root directory is open as `sourceFD`, to
     /// check the new root is the same directory). Fails if another thread already runs.

@@ -13,6 +13,8 @@ public enum HostNamespaces {
         public static let uts = Kinds(rawValue: 0x0400_0000)       // CLONE_NEWUTS
         public static let ipc = Kinds(rawValue: 0x0800_0000)       // CLONE_NEWIPC
         public static let network = Kinds(rawValue: 0x4000_0000)   // CLONE_NEWNET
+        /// Moves no one: the next child forked is pid 1 of the new namespace.
+        public static let pid = Kinds(rawValue: 0x2000_0000)       // CLONE_NEWPID
     }
 
     /// unshare(2): the calling thread leaves its namespaces of `kinds` for new ones.

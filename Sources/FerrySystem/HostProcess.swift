@@ -65,6 +65,57 @@ public enum HostProcess {
         case signalled(Int32)
     }
 
+    /// fork(2), for the pid namespace's supervisor only: safe while the process has one
+    /// thread (checked by the caller). Returns the child's pid in the parent and 0 in the child.
+    public static func forkSingleThreaded() throws(Errno) -> pid_t {
+        try checked { ferry_fork() }
+    }
+
+    /// Reaps one child of this process that has ended (waitpid(-1, WNOHANG)): which one and
+    /// how it ended, or nil when none has.
+    public static func reapAny() -> (pid: pid_t, ending: Ending)? {
+        var status: Int32 = 0
+        let pid = waitpid(-1, &status, WNOHANG)
+        guard pid > 0 else { return nil }
+        if status & 0x7f == 0 { return (pid, .exited((status >> 8) & 0xff)) }
+        return (pid, .signalled(status & 0x7f))
+    }
+
+    /// Ends this process as `ending` says, at once (no atexit handlers, no buffers flushed):
+    /// with the exit status, or killed by the same signal (without a core file).
+    public static func endLike(_ ending: Ending) -> Never {
+        if case .signalled(let signal) = ending {
+            var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
+            Glibc.signal(signal, SIG_DFL)
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, signal)
+            pthread_sigmask(SIG_UNBLOCK, &set, nil)
+            _ = Glibc.raise(signal)
+            _exit(128 + signal)
+        }
+        guard case .exited(let status) = ending else { _exit(1) }
+        _exit(status)
+    }
+
+    /// Closes every descriptor from `first` up (close_range(2)).
+    public static func closeDescriptors(from first: Int32) {
+        _ = ferry_close_from(first)
+    }
+
+    /// Asks the kernel to send `signal` to this process when its parent exits
+    /// (PR_SET_PDEATHSIG), then checks that `parent` (a pidfd of it, taken before the fork)
+    /// has not already gone. Returns false if it has.
+    public static func followParent(_ parent: Int32, dyingWith signal: Int32) throws(Errno) -> Bool {
+        _ = try checked { ferry_prctl(1 /* PR_SET_PDEATHSIG */, UInt(signal), 0) }
+        guard parent >= 0 else { return true }
+        return ferry_pidfd_exited(parent) == 0
+    }
+
+    /// A pidfd of this process (pidfd_open(2)), or -1 where the kernel has none.
+    public static func ownPidfd() -> Int32 { ferry_pidfd_open(getpid()) }
+
     /// waitpid(2) until `pid` ends.
     public static func wait(_ pid: pid_t) throws(Errno) -> Ending {
         var status: Int32 = 0

@@ -12,9 +12,24 @@ import Synchronization
 /// The kernel lets a process look into its own /proc/PID/fd whatever its fsuid, so this works
 /// with a caller's credentials applied, as the full path did.
 public enum ProcSelfFD {
-    /// /proc/self/fd of this process (O_PATH), or -1 if /proc is not mounted.
-    static let directory: Int32 = ferry_openat(HostFlags.atFDCWD, "/proc/self/fd",
-                                               HostFlags.oPath | HostFlags.oDirectory | HostFlags.oCloexec, 0)
+    /// /proc/self/fd of this process (O_PATH), or -1 if /proc is not mounted. "self" is
+    /// resolved when it is opened: a child forked later reopens it (`reopenInChild`).
+    private static let descriptor = Atomic<Int32>(openDirectory())
+    static var directory: Int32 { descriptor.load(ordering: .relaxed) }
+
+    private static func openDirectory() -> Int32 {
+        ferry_openat(HostFlags.atFDCWD, "/proc/self/fd", HostFlags.oPath | HostFlags.oDirectory | HostFlags.oCloexec, 0)
+    }
+
+    /// In a child just forked (one thread, before the sandbox): the inherited descriptor names
+    /// the parent's /proc/PID/fd, so open the child's own in its place.
+    public static func reopenInChild() -> Bool {
+        let fresh = openDirectory()
+        guard fresh >= 0 else { return false }
+        let inherited = descriptor.exchange(fresh, ordering: .relaxed)
+        if inherited >= 0 { Glibc.close(inherited) }
+        return true
+    }
 
     /// Calls `body` with a directory descriptor and a name relative to it that together name
     /// `fd`: (/proc/self/fd, "N"), or (AT_FDCWD, "/proc/self/fd/N") without the directory.

@@ -42,6 +42,9 @@ extension Serve {
         let explicit = sandbox != nil
         if mode != .none {
             do {
+                // First, while nothing else has been started: the mount helper is then the
+                // server's own child, in its namespace.
+                if mode == .namespace { try PidNamespace.enter(forwarding: SignalWaiter.serverSignals) }
                 try prepareHostSide(setting)
                 try Sandbox.enter(mode, source: source, sourceFD: setting.sourceFD,
                                   hostMounts: setting.mount.map { [$0.mountpoint] } ?? [])
@@ -74,7 +77,7 @@ extension Serve {
         } catch {
             throw StartupError("--seccomp \(seccomp.rawValue): \(error)")
         }
-        let scope = mode == .namespace ? " (new mount, ipc, uts and network namespaces; root is SOURCE; no pid namespace)"
+        let scope = mode == .namespace ? " (new mount, pid, ipc, uts and network namespaces; root is SOURCE)"
                    : mode == .chroot ? " (chroot into SOURCE)" : ""
         let filter = seccomp == .none ? "none" : "\(seccomp.rawValue) (\(allowed) system calls allowed)"
         logger.info("sandbox \(mode.rawValue)\(scope); seccomp \(filter); capabilities \(capabilities)")

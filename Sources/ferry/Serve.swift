@@ -283,7 +283,7 @@ struct Serve: ParsableCommand {
                                              sync: list.sync, dirSync: list.dirSync)
 
         // Signals go to one waiting thread only; request threads inherit the blocked mask.
-        let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        let signals = SignalWaiter(signals: SignalWaiter.serverSignals)
         signal(SIGPIPE, SIG_IGN)
         let mount = try FUSEMount(mountpoint: mountpoint, options: mountOptions)
         defer { mount.close() }

@@ -86,7 +86,7 @@ extension Serve {
             return FUSEEngine(fs: fs, options: engineOptions, logger: logger)
         }
         let probe = try makeEngine(source)   // fail at start-up, not when the guest connects
-        let signals = SignalWaiter(signals: [SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        let signals = SignalWaiter(signals: SignalWaiter.serverSignals)
         signal(SIGPIPE, SIG_IGN)
         // Each connection opens SOURCE afresh: by its path, or as "/" once SOURCE is the root.
         let servedPath = SandboxedPath(source)

@@ -4,6 +4,10 @@ import Glibc
 /// Blocks a set of signals in the whole process (call before starting threads) and delivers
 /// them to a closure on one dedicated thread via sigwait.
 final class SignalWaiter: Sendable {
+    /// What a server acts on: SIGINT, SIGTERM and SIGHUP stop it, SIGUSR1 prints statistics.
+    /// A pid namespace's supervisor forwards the same ones.
+    static let serverSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGUSR1]
+
     private let signals: [Int32]
 
     init(signals: [Int32]) {

@@ -74,6 +74,22 @@ final class FerryServer {
         while Date() < deadline && process.isRunning && !log.contains("[FerryTransport] serving") { usleep(5_000) }
     }
 
+    /// The process that serves: under `--sandbox namespace` the child in Ferry's pid
+    /// namespace (its supervisor keeps the pid this test started), else that process itself.
+    var serverPID: Int32 { FerryServer.serverPID(startedAs: process.processIdentifier) }
+
+    /// The server behind the process a test started as `pid`: its child in another pid
+    /// namespace if it has one, else `pid`.
+    static func serverPID(startedAs pid: Int32) -> Int32 {
+        let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/pid")
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        for child in children.split(separator: " ").compactMap({ Int32($0) }) {
+            let namespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child)/ns/pid")
+            if let namespace, namespace != own { return child }
+        }
+        return pid
+    }
+
     /// Everything ferry logged so far.
     var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 

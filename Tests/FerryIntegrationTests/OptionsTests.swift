@@ -57,14 +57,14 @@ final class OptionsTests: XCTestCase {
         let server = try FerryServer(arguments: ["--inode-file-handles", "never"])
         let created = try sh("cd \(server.mountpoint) && for i in $(seq 200); do echo $i > f$i; done && ls -l >/dev/null")
         XCTAssertEqual(created.status, 0, created.output)
-        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.process.processIdentifier)/fd").count
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.serverPID)/fd").count
         XCTAssertGreaterThan(fds, 200, "one O_PATH descriptor per known inode expected")
         XCTAssertEqual(server.stop(), 0)
         // With handles, descriptors do not grow with the files: besides its own ~30, Ferry keeps
         // O_PATH descriptors of the inodes used last, a sixteenth of RLIMIT_NOFILE (64 here).
         let handles = try FerryServer(arguments: ["--inode-file-handles", "mandatory"], prefix: ["prlimit", "--nofile=1024:1024"])
         XCTAssertEqual(try sh("cd \(handles.mountpoint) && for i in $(seq 400); do echo $i > f$i; done && ls -l >/dev/null").status, 0)
-        let few = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(handles.process.processIdentifier)/fd").count
+        let few = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(handles.serverPID)/fd").count
         XCTAssertLessThan(few, 100 + 64)
         XCTAssertEqual(handles.stop(), 0)
     }

@@ -75,7 +75,7 @@ class ResourceBoundsTests: XCTestCase {
     /// reads meanwhile, and the 8 waiters get the lock once the holder lets go.
     func testLockWaiterBoundRefusesWithENOLCKAndBoundsThreads() throws {
         let server = try FerryServer(arguments: transport + ["--cache", "never", "--max-lock-waiters", "8"])
-        let pid = server.process.processIdentifier
+        let pid = server.serverPID
         let values = try run("lockwaiters", server, ["40", String(pid)])
         expect(values, ["refused_early": "32", "other_early": "0", "other_caller": "ok", "locked_after_release": "8",
                         "all_finished": "yes"])

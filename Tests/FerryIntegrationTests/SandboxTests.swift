@@ -30,6 +30,16 @@ final class SandboxTests: XCTestCase {
         while !log().contains(line) && Date() < deadline { usleep(10_000) }
     }
 
+    /// Waits up to 20 s for `process` to end; fails (and kills it) if it does not.
+    static func waitForExit(_ process: Process, log: () -> String) throws {
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        throw TestFailure("the server did not end within 20 s: \(log())")
+    }
+
     static func capabilities(_ fields: [String: String], _ name: String) -> UInt64? {
         fields[name].flatMap { UInt64($0, radix: 16) }
     }
@@ -39,13 +49,26 @@ final class SandboxTests: XCTestCase {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/\(kind)")) ?? "?"
     }
 
-    /// Checks the sandbox of a running server: seccomp on, `capabilities` exactly in every set,
-    /// new mount/ipc/uts/net namespaces (the pid namespace is the host's), SOURCE as the root.
-    func assertSandboxed(pid: Int32, source: String, capabilities: UInt64, log: @autoclosure () -> String,
+    /// Checks the sandbox of a running server started as `started`: its server is pid 1 of a
+    /// new pid namespace, with seccomp on, `capabilities` exactly in every set, new
+    /// mount/ipc/uts/net namespaces, SOURCE as the root; the supervisor left at `started`
+    /// holds no capability and no descriptor beyond standard input, output and error.
+    func assertSandboxed(pid started: Int32, source: String, capabilities: UInt64, log: @autoclosure () -> String,
                          file: StaticString = #filePath, line: UInt = #line) throws {
         SandboxTests.waitForLog(log, "serving")
         let log = log()
+        let pid = FerryServer.serverPID(startedAs: started)
+        XCTAssertNotEqual(pid, started, "the server runs in a pid namespace of its own: \(log)", file: file, line: line)
+        XCTAssertNotEqual(SandboxTests.namespace("\(pid)", "pid"), SandboxTests.namespace("self", "pid"), file: file, line: line)
         let fields = try SandboxTests.status(pid)
+        XCTAssertEqual(fields["NSpid"]?.split(whereSeparator: { $0 == "\t" || $0 == " " }).last, "1",
+                       "the server is pid 1 of its namespace: \(fields["NSpid"] ?? "?")", file: file, line: line)
+        let supervisor = try SandboxTests.status(started)
+        XCTAssertEqual(SandboxTests.capabilities(supervisor, "CapEff"), 0, file: file, line: line)
+        XCTAssertEqual(SandboxTests.capabilities(supervisor, "CapPrm"), 0, file: file, line: line)
+        XCTAssertEqual(supervisor["NoNewPrivs"], "1", file: file, line: line)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(started)/fd").sorted(), ["0", "1", "2"],
+                       "the supervisor keeps only standard input, output and error", file: file, line: line)
         XCTAssertEqual(fields["Seccomp"], "2", log, file: file, line: line)
         XCTAssertEqual(fields["NoNewPrivs"], "1", file: file, line: line)
         for set in ["CapEff", "CapPrm", "CapBnd"] {
@@ -56,8 +79,6 @@ final class SandboxTests: XCTestCase {
         for kind in ["mnt", "ipc", "uts", "net"] {
             XCTAssertNotEqual(SandboxTests.namespace("\(pid)", kind), SandboxTests.namespace("self", kind), kind, file: file, line: line)
         }
-        XCTAssertEqual(SandboxTests.namespace("\(pid)", "pid"), SandboxTests.namespace("self", "pid"),
-                       "no pid namespace (documented)", file: file, line: line)
         var root = stat(), shared = stat()
         XCTAssertEqual(stat("/proc/\(pid)/root", &root), 0, file: file, line: line)
         XCTAssertEqual(stat(source, &shared), 0, file: file, line: line)
@@ -75,6 +96,10 @@ final class SandboxTests: XCTestCase {
         try assertSandboxed(pid: pid, source: server.source, capabilities: expected, log: server.log)
         try "shared\n".write(toFile: server.mountpoint + "/file", atomically: false, encoding: .utf8)
         XCTAssertEqual(try String(contentsOfFile: server.source + "/file", encoding: .utf8), "shared\n")
+        // The supervisor passes SIGUSR1 on (statistics) and SIGTERM (stop), and exits as the server did.
+        kill(pid, SIGUSR1)
+        SandboxTests.waitForLog({ server.log }, "stats: bounds")
+        XCTAssertTrue(server.log.contains("stats: bounds"), server.log)
         XCTAssertEqual(server.stop(), 0, server.log)
         XCTAssertFalse(FerryServer.isMounted(server.mountpoint), "the mount helper unmounted it")
     }
@@ -140,6 +165,7 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(server.process.isRunning, server.log)
         XCTAssertEqual(try SandboxTests.status(server.process.processIdentifier)["Seccomp"], "2")
+        XCTAssertEqual(server.serverPID, server.process.processIdentifier, "no sandbox, no pid namespace")
         XCTAssertEqual(server.stop(), 0, server.log)
         XCTAssertFalse(FerryServer.isMounted(server.mountpoint))
     }
@@ -154,7 +180,7 @@ final class SandboxTests: XCTestCase {
         let canary = scratch + "/canary"
         try "outside\n".write(toFile: canary, atomically: false, encoding: .utf8)
         let (status, output) = try runCommand(["python3", script("sandboxcheck.py"), server.source, server.mountpoint,
-                                               "\(server.process.processIdentifier)", canary])
+                                               "\(server.serverPID)", canary])
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.hasSuffix("ok\n"), output)
         XCTAssertEqual(server.stop(), 0, server.log)
@@ -166,7 +192,7 @@ final class SandboxTests: XCTestCase {
     func testAForbiddenSystemCallKillsTheServer() throws {
         let killed = try FerryServer(arguments: ["--debug-forbidden-call"], waitForMount: false)
         defer { killed.stop() }
-        killed.process.waitUntilExit()
+        try SandboxTests.waitForExit(killed.process, log: { killed.log })
         XCTAssertEqual(killed.process.terminationReason, .uncaughtSignal, killed.log)
         XCTAssertEqual(killed.process.terminationStatus, SIGSYS, killed.log)
         XCTAssertFalse(killed.log.contains("the forbidden system call returned"), killed.log)
@@ -180,7 +206,7 @@ final class SandboxTests: XCTestCase {
 
         let trapped = try FerryServer(arguments: ["--seccomp", "trap", "--debug-forbidden-call"], waitForMount: false)
         defer { trapped.stop() }
-        trapped.process.waitUntilExit()
+        try SandboxTests.waitForExit(trapped.process, log: { trapped.log })
         XCTAssertEqual(trapped.process.terminationStatus, SIGSYS, trapped.log)
         XCTAssertTrue(trapped.log.contains("ferry: seccomp refused system call 111"), trapped.log)
         XCTAssertEqual(try runCommand(["fusermount3", "-u", trapped.mountpoint]).status, 0)

@@ -13,7 +13,7 @@ final class ScaleTests: XCTestCase {
         print(result.output)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.output.contains("listed 50000"), result.output)
-        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.process.processIdentifier)/fd").count
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.serverPID)/fd").count
         XCTAssertLessThan(fds, 200, "ferry holds \(fds) descriptors")
         XCTAssertEqual(server.stop(), 0, server.log)
         XCTAssertFalse(server.log.contains("error"), server.log)

@@ -254,7 +254,7 @@ final class URingTransportTests: XCTestCase {
                 at += n
             }
             close(direct)
-            let rings = try rings(of: server.process.processIdentifier)
+            let rings = try rings(of: server.serverPID)
             XCTAssertEqual(rings.filter(\.queue).count, ProcessInfo.processInfo.processorCount, "\(engine): \(rings)")
             if engine == "uring" {   // a fetch and a host read per READ, at least
                 XCTAssertGreaterThan(rings.filter(\.queue).map(\.completions).reduce(0, +), 2 * 300, "\(engine): \(rings)")
@@ -290,7 +290,7 @@ final class URingTransportTests: XCTestCase {
         let output = try Scratch.directory("ferry-perf") + "/perf.txt"
         let perf = Process()
         perf.executableURL = URL(fileURLWithPath: "/usr/bin/perf")
-        perf.arguments = ["stat", "-x,", "-e", "syscalls:sys_enter_io_uring_enter", "-p", String(server.process.processIdentifier),
+        perf.arguments = ["stat", "-x,", "-e", "syscalls:sys_enter_io_uring_enter", "-p", String(server.serverPID),
                           "-o", output]
         try perf.run()
         usleep(500_000)

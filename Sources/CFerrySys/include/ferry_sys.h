@@ -147,4 +147,13 @@ int ferry_install_sigsys_reporter(void);
 /// Makes the raw system call `number` with no arguments (for the forbidden-call test hook).
 long ferry_raw_syscall0(long number);
 
+/// fork(2) (the pid namespace's supervisor and server; only while one thread runs).
+int ferry_fork(void);
+/// pidfd_open(2) through the raw syscall: a descriptor that turns readable when `pid` exits.
+int ferry_pidfd_open(int pid);
+/// Whether the process behind `pidfd` has exited (poll without waiting): 1 yes, 0 no, -1 error.
+int ferry_pidfd_exited(int pidfd);
+/// close_range(first, ~0U, 0) through the raw syscall: closes every descriptor from `first` up.
+int ferry_close_from(int first);
+
 #endif
