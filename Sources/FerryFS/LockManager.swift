@@ -78,6 +78,9 @@ public final class LockManager: Sendable {
         let conflict = LockRange(found)
         guard found.type != HostLock.unlock else { return (conflict, 0) }
         if found.pid > 0 { return (conflict, UInt32(found.pid)) }     // a classic host lock
+        if found.pid == 0 {   // a classic lock of a process outside Ferry's pid namespace
+            return (conflict, ProcLocks.holder(of: found, onFileOpenAs: fd.rawValue) ?? 0)
+        }
         let pid: UInt32 = state.withLock { s in
             for (other, locks) in s.shadow[nodeID] ?? [:] where other != owner {
                 if locks.ranges.contains(where: { $0.conflicts(with: lock) }) { return locks.pid }
