@@ -47,7 +47,7 @@ final class FerryServer {
 
     /// Whether `mountpoint` is a ferry FUSE mount right now.
     static func isMounted(_ mountpoint: String) -> Bool {
-        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
+        guard let mounts = procText("/proc/self/mounts") else { return false }
         return mounts.split(separator: "\n").contains { line in
             let fields = line.split(separator: " ")
             return fields.count > 2 && fields[1] == mountpoint && fields[2].hasPrefix("fuse")
@@ -108,6 +108,24 @@ final class FerryServer {
     }
 
     deinit { stop() }
+}
+
+/// The whole text of a /proc file, read until end of file. String(contentsOfFile:) stops
+/// after the first page of files such as /proc/self/mounts (their size is 0), which loses the
+/// newest mounts once a host has more than about 60.
+func procText(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { break }
+        bytes += chunk[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Runs a command to completion; returns (status, stdout+stderr).

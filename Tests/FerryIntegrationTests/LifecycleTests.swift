@@ -17,7 +17,7 @@ final class LifecycleTests: XCTestCase {
     }
 
     private func mountCount(_ mountpoint: String) -> Int {
-        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        let mounts = procText("/proc/self/mounts") ?? ""
         return mounts.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == mountpoint }.count
     }
 

@@ -305,7 +305,7 @@ final class MountOptionsTests: XCTestCase {
 
     /// The mount's own options in /proc/self/mountinfo.
     private func mountOptions(_ mountpoint: String) throws -> [String] {
-        let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let info = try XCTUnwrap(procText("/proc/self/mountinfo"))
         let line = info.split(separator: "\n").last { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mountpoint }
         return line?.split(separator: " ").dropFirst(5).first?.split(separator: ",").map(String.init) ?? []
     }
