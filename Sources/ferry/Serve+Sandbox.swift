@@ -54,12 +54,13 @@ extension Serve {
                 mode = .none
             }
         }
-        if mode == .none && seccomp != .none, let mount = setting.mount, mount.helper == nil {
-            // Unsandboxed, the filter still has no mount calls and no_new_privs keeps fusermount3
-            // from running set-user-id: the unmount and the atime display on the mount
-            // (mount_setattr) go through the host helper, as from a sandbox.
+        if mode == .none && seccomp != .none && (setting.mount.map { $0.helper == nil } ?? (setting.socketFile != nil)) {
+            // Unsandboxed, the filter still has no mount calls nor unlink, and no_new_privs keeps
+            // fusermount3 from running set-user-id: the unmount and the atime display on the
+            // mount (mount_setattr), or a VM server's removal of its socket file at exit, go
+            // through the host helper, as from a sandbox.
             do { try prepareHostSide(setting) } catch {
-                throw StartupError("cannot start the mount helper (needed under --seccomp \(seccomp.rawValue) without a sandbox): \(error)")
+                throw StartupError("cannot start the host helper (needed under --seccomp \(seccomp.rawValue) without a sandbox): \(error)")
             }
         }
         var capabilities = "unchanged (not root)"

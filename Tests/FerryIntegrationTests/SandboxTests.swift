@@ -280,6 +280,24 @@ final class SandboxTests: XCTestCase {
 }
 
 extension SandboxTests {
+    /// A VM's server without a sandbox keeps the default filter, which has no unlink: its socket
+    /// file goes through the host helper at exit, so SIGTERM ends it with status 0 and no file
+    /// left (it died of SIGSYS there before).
+    func testAnUnsandboxedVhostServerRemovesItsSocketUnderTheFilter() throws {
+        let scratch = try Scratch.directory("ferry-sandbox-vhost-none")
+        try FileManager.default.createDirectory(atPath: scratch + "/src", withIntermediateDirectories: true)
+        let server = try VhostGuestTests.VhostServer(source: scratch + "/src", socket: scratch + "/vhost.sock",
+                                                     arguments: ["--sandbox", "none"])
+        SandboxTests.waitForLog({ server.log }, "serving")
+        XCTAssertTrue(server.log.contains("sandbox none; seccomp kill"), server.log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: scratch + "/vhost.sock"), server.log)
+        server.process.terminate()
+        try SandboxTests.waitForExit(server.process, log: { server.log })
+        XCTAssertEqual(server.process.terminationReason, .exit, server.log)
+        XCTAssertEqual(server.process.terminationStatus, 0, server.log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch + "/vhost.sock"), "the host helper removes the socket file")
+    }
+
     /// `ferry virtiofsd` takes virtiofsd's `--sandbox`, `-o sandbox=` and `--seccomp`.
     func testVirtiofsdSandboxOptions() throws {
         let scratch = try Scratch.directory("ferry-sandbox-virtiofsd")
