@@ -53,22 +53,36 @@ final class CloseOrdering: Sendable {
         wakeSettlers()
     }
 
-    /// `reader` stopped waiting with several requests (a ring queue's batch).
-    func readerStopped(_ reader: ReaderProgress, withAll headers: [InHeader]) {
-        let closes = headers.filter { CloseOrdering.isClose($0.opcode) }
-        if !closes.isEmpty {
-            pending.update { pending in for header in closes { pending[header.unique] = header.nodeID } }
-        }
-        reader.reads.add(1, ordering: .sequentiallyConsistent)
-        wakeSettlers()
+    /// `reader` (a ring queue) is about to take what its ring completed: a reap starts.
+    func reapStarting(_ reader: ReaderProgress) {
+        reader.takesBatches.store(true, ordering: .relaxed)
+        reader.reapsStarted.add(1, ordering: .sequentiallyConsistent)
     }
 
-    /// Records the closes among `headers`, taken by a reader that is busy (a ring queue).
-    func announce(_ headers: [InHeader]) {
+    /// `reader` stopped waiting with several requests (a ring queue's batch).
+    func readerStopped(_ reader: ReaderProgress, withAll headers: [InHeader]) {
+        record(headers)
+        reader.reads.add(1, ordering: .sequentiallyConsistent)
+        reapAnnounced(reader)
+    }
+
+    /// Records the closes among `headers`, taken by a reader that is busy (a ring queue) in the
+    /// reap it started last, which is announced in full now.
+    func announce(_ headers: [InHeader], by reader: ReaderProgress) {
+        record(headers)
+        reapAnnounced(reader)
+    }
+
+    private func record(_ headers: [InHeader]) {
         guard headers.contains(where: { CloseOrdering.isClose($0.opcode) }) else { return }
         pending.update { pending in
             for header in headers where CloseOrdering.isClose(header.opcode) { pending[header.unique] = header.nodeID }
         }
+    }
+
+    private func reapAnnounced(_ reader: ReaderProgress) {
+        reader.reapsAnnounced.store(reader.reapsStarted.load(ordering: .sequentiallyConsistent), ordering: .sequentiallyConsistent)
+        wakeSettlers()
     }
 
     private func wakeSettlers() {
@@ -90,15 +104,43 @@ final class CloseOrdering: Sendable {
         // not announced it yet, or may be asleep with nothing: wake it, and wait until it has
         // gone round once (an asleep reader holds nothing, and whatever it takes later was
         // queued after this request).
-        let suspects = readers.withLock { $0 }.compactMap { reader -> (ReaderProgress, UInt64)? in
+        // A ring queue takes requests in batches, and the kernel posts to its ring while it
+        // is busy handling the last batch: a close can sit there unannounced, posted before
+        // this request was even sent, until its next reap. So every ring queue is a suspect
+        // until a reap it started after now is announced (it is woken, in case it sleeps);
+        // except one settling itself, which reaps nothing until it is done (two queues waiting
+        // for each other would never be).
+        me?.settlingNow.store(true, ordering: .sequentiallyConsistent)
+        defer { me?.settlingNow.store(false, ordering: .sequentiallyConsistent) }
+        let suspects = readers.withLock { $0 }.compactMap { reader -> Suspect? in
             guard reader !== me else { return nil }
+            if reader.takesBatches.load(ordering: .relaxed) {
+                guard !reader.settlingNow.load(ordering: .sequentiallyConsistent) else { return nil }
+                return Suspect(reader: reader, batch: true, mark: reader.reapsStarted.load(ordering: .sequentiallyConsistent))
+            }
             let reads = reader.reads.load(ordering: .sequentiallyConsistent)
-            return reads & 1 == 1 ? (reader, reads) : nil
+            return reads & 1 == 1 ? Suspect(reader: reader, batch: false, mark: reads) : nil
         }
-        for (reader, _) in suspects { reader.kick() }
+        for suspect in suspects { suspect.reader.kick() }
         pending.wait { closes in
-            suspects.allSatisfy { $0.0.reads.load(ordering: .sequentiallyConsistent) != $0.1 || $0.0.gone }
-                && !closes.contains { $0.key < unique && $0.value == nodeID }
+            suspects.allSatisfy(\.cleared) && !closes.contains { $0.key < unique && $0.value == nodeID }
+        }
+    }
+
+    /// A reader that may hold a close it has not announced, and the mark it must pass.
+    private struct Suspect {
+        let reader: ReaderProgress
+        /// A ring queue (marks count reaps) or a /dev/fuse reader (marks count reads).
+        let batch: Bool
+        let mark: UInt64
+
+        /// Whether it holds nothing unannounced from before the mark any more.
+        var cleared: Bool {
+            if reader.gone { return true }
+            if batch {   // a reap started after the mark, and announced
+                return reader.reapsAnnounced.load(ordering: .sequentiallyConsistent) > mark
+            }
+            return reader.reads.load(ordering: .sequentiallyConsistent) != mark   // it went round
         }
     }
 }
@@ -108,6 +150,12 @@ final class CloseOrdering: Sendable {
 public final class ReaderProgress: Sendable {
     let reads = Atomic<UInt64>(0)
     let stopped = Atomic<Bool>(false)
+    /// A ring queue's reaps: started, and the last started one whose closes are all recorded.
+    let takesBatches = Atomic<Bool>(false)
+    let reapsStarted = Atomic<UInt64>(0)
+    let reapsAnnounced = Atomic<UInt64>(0)
+    /// In `settle` now (a ring queue then reaps nothing until it returns).
+    let settlingNow = Atomic<Bool>(false)
     /// Wakes the reader from its wait for a request.
     let kick: @Sendable () -> Void
 

@@ -95,11 +95,18 @@ public final class FUSEEngine: Sendable {
         closeOrdering.readerStopped(progress, withAll: requests)
     }
 
-    /// A ring queue that took more requests while handling a batch announces them with this
-    /// (no change to its waiting state), before it hands any of them to `handle`.
+    /// A ring queue calls this right before each reap of its ring (after a wait, and between
+    /// requests), then `stoppedWaiting(_:requests:)` or `announce` with what the reap took.
+    public func reapStarting(_ worker: Worker) {
+        if let progress = worker.progress { closeOrdering.reapStarting(progress) }
+    }
+
+    /// A ring queue that reaped again while handling a batch announces what it took with this
+    /// (no change to its waiting state; `requests` may be empty), before it hands any of them
+    /// to `handle`.
     public func announce(_ worker: Worker, requests: [InHeader]) {
-        guard worker.progress != nil else { return }
-        closeOrdering.announce(requests)
+        guard let progress = worker.progress else { return }
+        closeOrdering.announce(requests, by: progress)
     }
 
     /// A reader thread that stops reading for good calls this.

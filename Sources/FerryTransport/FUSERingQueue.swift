@@ -313,6 +313,7 @@ final class FUSERingQueue: @unchecked Sendable {
                     break
                 }
             }
+            engine.reapStarting(worker)
             ring.reap(into: &batch)
             // Everything reaped is announced before any of it runs (close-before-lock ordering).
             ready.removeAll(keepingCapacity: true)
@@ -329,12 +330,13 @@ final class FUSERingQueue: @unchecked Sendable {
                 ready.swapAt(next, ready.count - 1)
                 let entry = ready.removeLast()
                 handle(entry, worker: worker, ring: ring, commitData: commitData)
+                engine.reapStarting(worker)
                 ring.reap(into: &batch)
+                headers.removeAll(keepingCapacity: true)
                 if !batch.isEmpty {
-                    headers.removeAll(keepingCapacity: true)
                     absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
-                    engine.announce(worker, requests: headers)
                 }
+                engine.announce(worker, requests: headers)   // also when empty: a lock request may wait for this reap
                 // Replies and reads prepared meanwhile ride on the next wait's io_uring_enter
                 // (or go before a notification: see `makeWorker` above).
             }
