@@ -44,6 +44,21 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def serving_pid(pid):
+    """The process that serves for a server started as `pid`: under Ferry's default sandbox the
+    child in a pid namespace of its own (the started process only supervises it), else `pid`."""
+    if pid is None:
+        return None
+    try:
+        own = os.readlink(f"/proc/{pid}/ns/pid")
+        for child in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            if os.readlink(f"/proc/{child}/ns/pid") != own:
+                return int(child)
+    except OSError:
+        pass
+    return pid
+
+
 def is_mounted(path):
     return any(line.split()[1] == path for line in open("/proc/self/mounts"))
 
@@ -80,7 +95,7 @@ class FuseServer:
 
     @property
     def pid(self):
-        return self.proc.pid if self.proc else None
+        return serving_pid(self.proc.pid) if self.proc else None
 
     def describe(self):
         return " ".join(shlex.quote(a) for a in self.command())

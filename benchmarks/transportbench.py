@@ -16,6 +16,9 @@ Usage: transportbench.py FERRY_BINARY [--rounds 3] [--files 5000] [--runtime 10]
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import serving_pid  # noqa: E402  (the server behind Ferry's pid-namespace supervisor)
+
 PARAM = "/sys/module/fuse/parameters/enable_uring"
 
 
@@ -151,9 +154,9 @@ def main():
                         raise SystemExit(f"{name} is no longer serving (exit status {servers[name].proc.poll()}, "
                                          f"mounted: {is_mounted(servers[name].mountpoint)}); its log ends:\n{tail}")
                 s = servers[f"meta-{transport}"]
-                results[f"meta-{transport}"].append(meta(s.mountpoint, s.proc.pid, a.files))
+                results[f"meta-{transport}"].append(meta(s.mountpoint, serving_pid(s.proc.pid), a.files))
                 s = servers[f"rr-{transport}"]
-                results[f"rr-{transport}"].append(randread(s.mountpoint, s.proc.pid, a.runtime, a.jobs, a.syscalls, a.bs))
+                results[f"rr-{transport}"].append(randread(s.mountpoint, serving_pid(s.proc.pid), a.runtime, a.jobs, a.syscalls, a.bs))
             print(f"round {rnd + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
     finally:
         for s in servers.values():
