@@ -77,8 +77,12 @@ public enum HostProcess {
         var status: Int32 = 0
         let pid = waitpid(-1, &status, WNOHANG)
         guard pid > 0 else { return nil }
-        if status & 0x7f == 0 { return (pid, .exited((status >> 8) & 0xff)) }
-        return (pid, .signalled(status & 0x7f))
+        return (pid, ending(ofStatus: status))
+    }
+
+    /// A wait status decoded (WIFEXITED / WEXITSTATUS / WTERMSIG, which are macros).
+    private static func ending(ofStatus status: Int32) -> Ending {
+        status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signalled(status & 0x7f)
     }
 
     /// Ends this process as `ending` says, at once (no atexit handlers, no buffers flushed):
@@ -120,9 +124,7 @@ public enum HostProcess {
     public static func wait(_ pid: pid_t) throws(Errno) -> Ending {
         var status: Int32 = 0
         _ = try retrying { waitpid(pid, &status, 0) }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG, which are macros.
-        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
-        return .signalled(status & 0x7f)
+        return ending(ofStatus: status)
     }
 
     /// Reads `fd` until end of file (at most `limit` bytes).

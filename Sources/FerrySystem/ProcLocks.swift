@@ -14,13 +14,7 @@ public enum ProcLocks {
         let descriptor = ProcRoot.open("locks")
         guard descriptor >= 0 else { return nil }
         defer { Glibc.close(descriptor) }
-        var text: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            text += chunk[0..<n]
-        }
+        guard let text = try? HostProcess.readAll(descriptor, limit: 1 << 24) else { return nil }
         let device = DeviceNumber.split(UInt64(file.st_dev))
         let location = "\(String(device.major, radix: 16).leftPadded(2)):\(String(device.minor, radix: 16).leftPadded(2)):\(file.st_ino)"
         let type = found.type == HostLock.write ? "WRITE" : "READ"
