@@ -95,6 +95,10 @@ public final class FUSEEngine: Sendable {
         closeOrdering.readerStopped(progress, withAll: requests)
     }
 
+    /// Whether `opcode` ends locks (FLUSH, RELEASE, RELEASEDIR): a ring queue handles these
+    /// before the other requests it holds (protocol/fuse-uring.md, lock ordering).
+    public static func isClose(_ opcode: UInt32) -> Bool { CloseOrdering.isClose(opcode) }
+
     /// A ring queue calls this right before each reap of its ring (after a wait, and between
     /// requests), then `stoppedWaiting(_:requests:)` or `announce` with what the reap took.
     public func reapStarting(_ worker: Worker) {

@@ -320,14 +320,13 @@ final class FUSERingQueue: @unchecked Sendable {
             headers.removeAll(keepingCapacity: true)
             absorb(&batch, into: &ready, headers: &headers, ring: ring, unexpected: &unexpected, worker: worker)
             engine.stoppedWaiting(worker, requests: headers)
-            // Smallest unique first (the kernel's order), so a close runs before a lock request
-            // queued after it. Between requests, completions that arrived meanwhile are announced
-            // and join the batch: that narrows the window in which a lock request on another
-            // queue could miss a close this thread holds unannounced (protocol/fuse-uring.md).
+            // Closes first, then the rest, each in the kernel's order (smallest unique first):
+            // a lock request that settles then holds no close another settling queue waits for.
+            // Between requests, completions that arrived meanwhile are announced and join the
+            // batch: that narrows the window in which a lock request on another queue could
+            // miss a close this thread holds unannounced (protocol/fuse-uring.md).
             while !ready.isEmpty {
-                var next = 0
-                for i in ready.indices.dropFirst() where ready[i].inHeader.unique < ready[next].inHeader.unique { next = i }
-                ready.swapAt(next, ready.count - 1)
+                ready.swapAt(FUSERingQueue.nextToHandle(in: ready), ready.count - 1)
                 let entry = ready.removeLast()
                 handle(entry, worker: worker, ring: ring, commitData: commitData)
                 engine.reapStarting(worker)
@@ -350,6 +349,19 @@ final class FUSERingQueue: @unchecked Sendable {
             if stopping.load(ordering: .acquiring) { break }
             if !entries.contains(where: { $0.state != .dead }) { break }
         }
+    }
+
+    /// Index of the request to handle next: the oldest close (FLUSH, RELEASE, RELEASEDIR) if
+    /// any, else the oldest request. A close never waits, and running it before a lock request
+    /// queued earlier is a valid order for two requests in flight at once.
+    static func nextToHandle(in ready: [FUSERingEntry]) -> Int {
+        var next = 0
+        for i in ready.indices.dropFirst() {
+            let candidate = ready[i].inHeader, best = ready[next].inHeader
+            let candidateCloses = FUSEEngine.isClose(candidate.opcode), bestCloses = FUSEEngine.isClose(best.opcode)
+            if candidateCloses != bestCloses ? candidateCloses : candidate.unique < best.unique { next = i }
+        }
+        return next
     }
 
     /// Sorts completions: requests into `ready` (their headers into `headers`), EAGAIN/EINTR

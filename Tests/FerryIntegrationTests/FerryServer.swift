@@ -145,7 +145,12 @@ func runCommand(_ command: [String], timeout: TimeInterval = 600) throws -> (sta
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
+        // SIGTERM first; a process stuck in an uninterruptible wait (a vfork whose child waits
+        // for the file system under test) only ends on SIGKILL.
         process.terminate()
+        let grace = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < grace { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         throw TestFailure("timed out after \(timeout) s: \(command.joined(separator: " "))")
     }

@@ -10,9 +10,10 @@ class ResourceBoundsTests: XCTestCase {
     var transport: [String] { [] }
 
     /// Runs boundscheck.py's `check` against `server`; returns its "key value" lines.
-    private func run(_ check: String, _ server: FerryServer, _ arguments: [String]) throws -> [String: String] {
+    private func run(_ check: String, _ server: FerryServer, _ arguments: [String],
+                     timeout: TimeInterval = 600) throws -> [String: String] {
         let result = try runCommand(["python3", script("boundscheck.py"), check, server.source, server.mountpoint] + arguments,
-                                    timeout: 600)
+                                    timeout: timeout)
         print(result.output, terminator: "")
         XCTAssertTrue(result.output.contains("PASS \(check)"), result.output)
         XCTAssertEqual(result.status, 0, result.output)
@@ -76,7 +77,7 @@ class ResourceBoundsTests: XCTestCase {
     func testLockWaiterBoundRefusesWithENOLCKAndBoundsThreads() throws {
         let server = try FerryServer(arguments: transport + ["--cache", "never", "--max-lock-waiters", "8"])
         let pid = server.serverPID
-        let values = try run("lockwaiters", server, ["40", String(pid)])
+        let values = try run("lockwaiters", server, ["40", String(pid)], timeout: 120)
         expect(values, ["refused_early": "32", "other_early": "0", "other_caller": "ok", "locked_after_release": "8",
                         "all_finished": "yes"])
         let baseline = Int(values["threads_baseline"] ?? "") ?? -1
