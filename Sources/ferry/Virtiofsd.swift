@@ -37,7 +37,7 @@ struct Virtiofsd: ParsableCommand {
                 print(Virtiofsd.capabilities)
                 return
             }
-            var serve = try Serve.parse(serveArguments)
+            let serve = try Serve.parse(serveArguments)
             try serve.validate()
             try serve.run()
         } catch let error as VirtiofsdError {

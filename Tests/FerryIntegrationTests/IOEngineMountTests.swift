@@ -26,8 +26,9 @@ final class IOEngineMountTests: XCTestCase {
     /// and the io_uring engine takes them all before the first completes; the sync engine can hold
     /// only the one it is reading.
     private func peak(engine: String) throws -> Int {
+        // /dev/fuse whatever the machine's enable_uring says (each ring queue is a thread too).
         let server = try FerryServer(arguments: ["--passthrough", "never", "--threads", "1", "--io-depth", "32",
-                                                 "--io-engine", engine, "--log-level", "debug"])
+                                                 "--io-engine", engine, "--transport", "dev", "--log-level", "debug"])
         defer { server.stop() }
         let result = try fio(server.mountpoint, ["--rw=randread", "--direct=1", "--number_ios=2000"])
         XCTAssertEqual(result.status, 0, result.output)
