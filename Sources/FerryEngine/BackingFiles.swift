@@ -38,12 +38,12 @@ final class BackingFiles: Sendable {
     func attach(device fd: Int32) { device.store(fd, ordering: .releasing) }
 
     /// Counts open file `fh` of `nodeID` (host descriptor `fd`) and returns the backing id to
-    /// answer it with, or nil for an open the kernel sends to Ferry. `eligible`: whether the
-    /// file may be passed through at all (a regular file without set-id bits); it decides only
-    /// for a node with no open file yet. `register` makes the BACKING_OPEN call (with Ferry's
+    /// answer it with, or nil for an open the kernel sends to Ferry. `eligible` says whether
+    /// the file may be passed through at all (a regular file without set-id bits); it is asked
+    /// only for a node with no open file yet. `register` makes the BACKING_OPEN call (with Ferry's
     /// own credentials, which the kernel keeps for the I/O).
-    func opened(fh: UInt64, nodeID: UInt64, fd: Int32, eligible: Bool,
-                register: (_ device: Int32, _ fd: Int32) throws(Errno) -> Int32) -> Int32? {
+    func opened(fh: UInt64, nodeID: UInt64, eligible: () -> Bool,
+                register: (_ device: Int32) throws(Errno) -> Int32) -> Int32? {
         let device = device.load(ordering: .acquiring)
         return state.withLock { state -> Int32? in
             state.files[fh] = nodeID
@@ -55,12 +55,12 @@ final class BackingFiles: Sendable {
                 state.nodes[nodeID] = .cached(files: files + 1)
                 return nil
             case nil:
-                guard eligible, device >= 0 else {
+                guard device >= 0, eligible() else {
                     state.nodes[nodeID] = .cached(files: 1)
                     return nil
                 }
                 do throws(Errno) {
-                    let id = try register(device, fd)
+                    let id = try register(device)
                     state.nodes[nodeID] = .passthrough(id: id, files: 1)
                     return id
                 } catch {

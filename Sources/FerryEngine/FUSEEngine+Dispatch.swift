@@ -83,12 +83,12 @@ extension FUSEEngine {
         case let .create(name, flags, mode, umask, _):
             let (e, fh) = try create(h, name: name, flags: flags, mode: mode, umask: umask, ctx: ctx)
             writer.append(entry(e))
-            appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
         case let .tmpfile(flags, mode, umask, _):
             let (created, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
             let e = try owningOpened(created, fh: fh, h, ctx: ctx)
             writer.append(entry(e))
-            appendFileOpenOut(fh: fh, nodeID: e.nodeID, ctx: ctx, writer: &writer)
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
         case .read, .write, .fsync, .fsyncdir, .fallocate:
             return try submitData(request, worker: worker)
         case let .flush(fh, lockOwner):

@@ -90,6 +90,8 @@ public final class InodeStore: Sendable {
     public let allocatedGeneration = UInt64(UInt32.random(in: 1...UInt32.max))
     /// The bound on nodes held (the root not counted; `ResourceLimits.maxInodes`), if any.
     public let bound: ResourceBound?
+    /// Host changes the watchers could not match to a node (see `UnmatchedChanges`).
+    public let unmatchedChanges = UnmatchedChanges()
 
     /// Creates the store with the shared directory's O_PATH descriptor as node 1; `rootDirectory`
     /// is a readable descriptor of it (open_by_handle_at refuses O_PATH mount descriptors).

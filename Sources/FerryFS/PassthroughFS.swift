@@ -129,16 +129,26 @@ public final class PassthroughFS: Sendable {
     /// `room` the place in the inode bound reserved before the file was created.
     func remember(fd: Int32, keepDescriptor: Bool = false, offering: OwnedFD? = nil,
                   room: InodeStore.Room? = nil) throws(Errno) -> Entry {
+        let mark = inodes.unmatchedChanges.mark
         let first = try stat(fd: fd)
         let (inode, isNew) = try inodes.remember(fd: fd, stat: first, keepDescriptor: keepDescriptor, room: room)
         if let offering, inode.isHandle { inodes.pathDescriptors.store(offering, for: inode.nodeID) }
         // With change notifications, a host change between that stat and the node's
         // registration would find no node and be dropped, leaving the reply's attributes stale:
-        // answer with attributes taken after the registration (protocol/notify-ring.md).
-        if isNew && options.indexHandles, let fresh = try? stat(fd: fd) {
+        // where a watcher dropped or is matching a change meanwhile, answer with attributes
+        // taken after the registration (protocol/notify-ring.md).
+        if isNew && options.indexHandles && inodes.unmatchedChanges.mayHaveMissed(since: mark),
+           let fresh = try? stat(fd: fd) {
             return Entry(inode, stat: fresh)
         }
         return Entry(inode, stat: first)
+    }
+
+    /// Runs `body` with an O_PATH descriptor of `nodeID` (kept by the inode or its cache, or
+    /// opened for the call), e.g. for the kernel to take its own reference to.
+    public func withPathDescriptor<R>(of nodeID: UInt64, _ ctx: ThreadCredentials,
+                                      _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        try inodes.get(nodeID).withPathFD(ctx, cache: inodes.pathDescriptors, body)
     }
 
     /// Runs `body` with the O_PATH descriptor of `nodeID`. A handle-based inode whose file was

@@ -112,6 +112,7 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     func record(_ event: FanotifyEvent, into sink: ChangeSink) -> Bool {
         sink.stats.eventsSeen.increment()
         if event.mask & Fanotify.queueOverflow != 0 {
+            inodes.unmatchedChanges.lost()
             sink.watcherOverflowed()
             return true
         }
@@ -119,12 +120,16 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
             sink.stats.eventsDropped.increment()
             return false
         }
-        let parent = event.directory.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
-        var node = event.object.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
-        // A change to a directory itself (FAN_ONDIR, no entry change: chmod, chown, an ACL)
-        // comes with the directory's own FID in the directory record and no object record.
-        if event.object == nil && event.mask & Fanotify.onDirectory != 0 && event.mask & Self.entryEvents == 0 {
-            node = parent
+        // A node registered while this runs may have read its attributes before the change.
+        let (parent, node) = inodes.unmatchedChanges.matching { () -> ((UInt64, UInt64), missedNode: Bool) in
+            let parent = event.directory.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
+            var node = event.object.flatMap { inodes.nodeID(for: $0, device: device) } ?? 0
+            // A change to a directory itself (FAN_ONDIR, no entry change: chmod, chown, an ACL)
+            // comes with the directory's own FID in the directory record and no object record.
+            if event.object == nil && event.mask & Fanotify.onDirectory != 0 && event.mask & Self.entryEvents == 0 {
+                node = parent
+            }
+            return ((parent, node), node == 0)
         }
         var pushed = false
         func push(_ record: ChangeRecord) { sink.push(record); pushed = true }
