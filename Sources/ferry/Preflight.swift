@@ -9,7 +9,10 @@ enum Preflight {
             throw StartupError("source \(source): \(Errno.current)")
         }
         if st.st_mode & S_IFMT != S_IFDIR { throw StartupError("source \(source) is not a directory") }
-        if stat(mountpoint, &st) != 0 {
+        // statvfs always asks a FUSE server (stat of a mount root may be answered from attributes
+        // the kernel still caches), so it tells a dead FUSE mount at once.
+        var fs = statvfs()
+        if stat(mountpoint, &st) != 0 || statvfs(mountpoint, &fs) != 0 {
             let error = Errno.current
             if error.rawValue == ENOTCONN {
                 throw StartupError("mountpoint \(mountpoint) is a dead FUSE mount (server gone); clean up with `fusermount3 -u \(mountpoint)` or `umount -l \(mountpoint)`")
