@@ -8,7 +8,7 @@
 #            -- --rw=randwrite --bs=4k --direct=1 --ioengine=psync
 #
 # Prints one line: MiB/s, then per request (one reply written to /dev/fuse per request):
-# read(2) calls (requests read, EAGAINs, eventfd reads), epoll_wait, io_uring_enter, pread64,
+# read(2) calls (requests read, EAGAINs, eventfd reads), epoll_wait, fcntl, io_uring_enter, pread64,
 # pwrite64, and the server's CPU in microseconds. The file: 1 GiB under /var/tmp/ferry-syscalls.
 set -euo pipefail
 binary="$(cd "$(dirname "$0")/.." && pwd)/.build/release/ferry"
@@ -45,7 +45,7 @@ serving=$server
 for child in $(cat "/proc/$server/task/$server/children" 2>/dev/null); do
     [ "$(readlink "/proc/$child/ns/pid")" != "$(readlink "/proc/$server/ns/pid")" ] && serving=$child
 done
-events=syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64,task-clock
+events=syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_fcntl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64,task-clock
 perf stat -x, -e "$events" -p "$serving" -o "$base/perf.txt" &
 perf=$!
 sleep 0.5
@@ -54,6 +54,6 @@ mibs=$(fio --name=job --filename="$base/mnt/big" --size=1g --time_based --runtim
 kill -INT $perf; wait $perf || true
 awk -F, -v mibs="$mibs" '{v[$3]=$1} END {
     w = v["syscalls:sys_enter_write"]; if (w == 0) { print "no requests seen"; exit 1 }
-    printf "%s MiB/s; per request: read %.2f, epoll_wait %.2f, io_uring_enter %.2f, pread64 %.2f, pwrite64 %.2f; server CPU %.1f us (%d requests)\n",
-        mibs, v["syscalls:sys_enter_read"]/w, v["syscalls:sys_enter_epoll_wait"]/w, v["syscalls:sys_enter_io_uring_enter"]/w,
+    printf "%s MiB/s; per request: read %.2f, epoll_wait %.2f, fcntl %.2f, io_uring_enter %.2f, pread64 %.2f, pwrite64 %.2f; server CPU %.1f us (%d requests)\n",
+        mibs, v["syscalls:sys_enter_read"]/w, v["syscalls:sys_enter_epoll_wait"]/w, v["syscalls:sys_enter_fcntl"]/w, v["syscalls:sys_enter_io_uring_enter"]/w,
         v["syscalls:sys_enter_pread64"]/w, v["syscalls:sys_enter_pwrite64"]/w, v["task-clock"]*1000/w, w }' "$base/perf.txt"
