@@ -15,7 +15,8 @@ import Synchronization
 final class BackingFiles: Sendable {
     /// How the open files of one node do their I/O.
     private enum Mode {
-        case passthrough(id: Int32, files: Int)
+        /// `quiet`: the host watcher was told to ignore the node's CLOSE_WRITE events.
+        case passthrough(id: Int32, files: Int, quiet: Bool)
         case cached(files: Int)
     }
 
@@ -42,15 +43,19 @@ final class BackingFiles: Sendable {
     /// the file may be passed through at all (a regular file without set-id bits); it is asked
     /// only for a node with no open file yet. `register` makes the BACKING_OPEN call (with Ferry's
     /// own credentials, which the kernel keeps for the I/O).
-    func opened(fh: UInt64, nodeID: UInt64, eligible: () -> Bool,
-                register: (_ device: Int32) throws(Errno) -> Int32) -> Int32? {
+    /// `writable`: the file is open for writing; the first such open of a passed-through node
+    /// returns `quiet` true, and the caller then has the host watcher ignore the node's
+    /// CLOSE_WRITE events (the kernel's backing files report the client's closes as host
+    /// changes) until `released` says the node's last file is gone.
+    func opened(fh: UInt64, nodeID: UInt64, writable: Bool = false, eligible: () -> Bool,
+                register: (_ device: Int32) throws(Errno) -> Int32) -> (id: Int32, quiet: Bool)? {
         let device = device.load(ordering: .acquiring)
-        return state.withLock { state -> Int32? in
+        return state.withLock { state -> (id: Int32, quiet: Bool)? in
             state.files[fh] = nodeID
             switch state.nodes[nodeID] {
-            case let .passthrough(id, files)?:
-                state.nodes[nodeID] = .passthrough(id: id, files: files + 1)
-                return id
+            case let .passthrough(id, files, quiet)?:
+                state.nodes[nodeID] = .passthrough(id: id, files: files + 1, quiet: quiet || writable)
+                return (id, writable && !quiet)
             case let .cached(files)?:
                 state.nodes[nodeID] = .cached(files: files + 1)
                 return nil
@@ -61,8 +66,8 @@ final class BackingFiles: Sendable {
                 }
                 do throws(Errno) {
                     let id = try register(device)
-                    state.nodes[nodeID] = .passthrough(id: id, files: 1)
-                    return id
+                    state.nodes[nodeID] = .passthrough(id: id, files: 1, quiet: writable)
+                    return (id, writable)
                 } catch {
                     logRefusal(error)
                     state.nodes[nodeID] = .cached(files: 1)
@@ -73,15 +78,18 @@ final class BackingFiles: Sendable {
     }
 
     /// Uncounts open file `fh` (RELEASE); closes its node's backing id after the last one.
-    func released(fh: UInt64) {
+    /// Returns the node whose CLOSE_WRITE events the host watcher ignored until now, if this
+    /// was its last file.
+    @discardableResult
+    func released(fh: UInt64) -> UInt64? {
         let device = device.load(ordering: .acquiring)
-        let closing = state.withLock { state -> Int32? in
+        let closing = state.withLock { state -> (id: Int32, quietNode: UInt64?)? in
             guard let nodeID = state.files.removeValue(forKey: fh) else { return nil }
             switch state.nodes[nodeID] {
-            case let .passthrough(id, files)?:
-                if files > 1 { state.nodes[nodeID] = .passthrough(id: id, files: files - 1); return nil }
+            case let .passthrough(id, files, quiet)?:
+                if files > 1 { state.nodes[nodeID] = .passthrough(id: id, files: files - 1, quiet: quiet); return nil }
                 state.nodes[nodeID] = nil
-                return id
+                return (id, quiet ? nodeID : nil)
             case let .cached(files)?:
                 state.nodes[nodeID] = files > 1 ? .cached(files: files - 1) : nil
                 return nil
@@ -89,12 +97,13 @@ final class BackingFiles: Sendable {
                 return nil
             }
         }
-        guard let closing else { return }
+        guard let closing else { return nil }
         do throws(Errno) {
-            try FUSEBackingDevice.close(device: device, id: closing)
+            try FUSEBackingDevice.close(device: device, id: closing.id)
         } catch {
-            logger.warning("FUSE_DEV_IOC_BACKING_CLOSE of backing id \(closing) failed: \(error)")
+            logger.warning("FUSE_DEV_IOC_BACKING_CLOSE of backing id \(closing.id) failed: \(error)")
         }
+        return closing.quietNode
     }
 
     /// Backing ids registered now (for tests and the exit log).

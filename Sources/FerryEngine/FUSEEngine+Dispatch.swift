@@ -79,16 +79,16 @@ extension FUSEEngine {
             writer.append(entry(try fs.link(ctx, nodeID: oldNodeID, parent: h.nodeID, name: newName)))
         case let .open(flags, _):
             let fh = try fs.open(ctx, nodeID: h.nodeID, flags: flags)
-            appendFileOpenOut(fh: fh, nodeID: h.nodeID, ctx: ctx, writer: &writer)
+            appendFileOpenOut(fh: fh, nodeID: h.nodeID, openFlags: flags, ctx: ctx, writer: &writer)
         case let .create(name, flags, mode, umask, _):
             let (e, fh) = try create(h, name: name, flags: flags, mode: mode, umask: umask, ctx: ctx)
             writer.append(entry(e))
-            appendFileOpenOut(fh: fh, nodeID: e.nodeID, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, openFlags: flags, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
         case let .tmpfile(flags, mode, umask, _):
             let (created, fh) = try fs.tmpfile(ctx, parent: h.nodeID, flags: flags, mode: mode, umask: umask)
             let e = try owningOpened(created, fh: fh, h, ctx: ctx)
             writer.append(entry(e))
-            appendFileOpenOut(fh: fh, nodeID: e.nodeID, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
+            appendFileOpenOut(fh: fh, nodeID: e.nodeID, openFlags: flags, mode: UInt32(e.stat.stx_mode), ctx: ctx, writer: &writer)
         case .read, .write, .fsync, .fsyncdir, .fallocate:
             return try submitData(request, worker: worker)
         case let .flush(fh, lockOwner):
@@ -96,7 +96,10 @@ extension FUSEEngine {
             try fs.flush(fh: fh)
         case let .release(fh, _, _, _), let .releasedir(fh):
             if options.posixLocks { fs.locks.release(fh: fh) }
-            backing.released(fh: fh)   // before the descriptor (and so the number fh) is freed
+            // Before the descriptor (and so the number fh) is freed; it still names the file.
+            if let quietNode = backing.released(fh: fh), let file = try? fs.openFiles.get(fh) {
+                fs.inodes.passthroughWriters(quietNode, present: false, fd: file.fd.rawValue)
+            }
             try fs.release(fh: fh)
         case .opendir:
             let fh = try fs.opendir(ctx, nodeID: h.nodeID)

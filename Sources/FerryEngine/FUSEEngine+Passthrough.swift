@@ -22,7 +22,8 @@ extension FUSEEngine {
     /// Passthrough replaces KEEP_CACHE (the kernel refuses the pair; the page cache is then the
     /// host's own) and DIRECT_IO of `--cache never` (direct I/O would win over passthrough for
     /// reads and writes, and passthrough already reads the host file every time).
-    func appendFileOpenOut(fh: UInt64, nodeID: UInt64, mode: UInt32? = nil, ctx: ThreadCredentials,
+    /// `openFlags` are the request's open flags (whether the file is open for writing).
+    func appendFileOpenOut(fh: UInt64, nodeID: UInt64, openFlags: UInt32, mode: UInt32? = nil, ctx: ThreadCredentials,
                            writer: inout WireWriter) {
         guard passthroughAgreed, let file = try? fs.openFiles.get(fh) else {
             writer.appendOpenOut(fh: fh, flags: openReplyFlags(fh: fh, directory: false))
@@ -32,7 +33,8 @@ extension FUSEEngine {
             guard let mode = mode ?? (try? Host.stat(file.fd.rawValue)).map({ UInt32($0.st_mode) }) else { return false }
             return mode & UInt32(S_IFMT) == UInt32(S_IFREG) && mode & SetIDReports.setIDBits == 0
         }
-        let id = backing.opened(fh: fh, nodeID: nodeID, eligible: eligible) { (device) throws(Errno) -> Int32 in
+        let writable = openFlags & UInt32(O_ACCMODE) != UInt32(O_RDONLY)
+        let opened = backing.opened(fh: fh, nodeID: nodeID, writable: writable, eligible: eligible) { (device) throws(Errno) -> Int32 in
             // Ferry's own credentials, not the caller's: the kernel keeps them for every open
             // of the inode, and opens each later user's backing file with them.
             // The backing id keeps the file it was given for as long as the inode stays open,
@@ -45,8 +47,9 @@ extension FUSEEngine {
                 }
             }
         }
-        if let id {
-            writer.appendOpenOut(fh: fh, flags: .passthrough, backingID: id)
+        if let opened {
+            if opened.quiet { fs.inodes.passthroughWriters(nodeID, present: true, fd: file.fd.rawValue) }
+            writer.appendOpenOut(fh: fh, flags: .passthrough, backingID: opened.id)
         } else {
             writer.appendOpenOut(fh: fh, flags: openReplyFlags(fh: fh, directory: false))
         }

@@ -12,12 +12,16 @@ public protocol InodeStoreObserver: Sendable {
     /// The first node on file system `device` (not the root's); `fd` is a descriptor on it,
     /// valid only during the call.
     func reached(filesystem device: UInt64, fd: Int32)
+    /// Node `nodeID` got its first passed-through file open for writing (`present`), or lost
+    /// its last passed-through file. `fd` is a descriptor of it, valid only during the call.
+    func passthroughWriters(_ nodeID: UInt64, present: Bool, fd: Int32)
 }
 
 extension InodeStoreObserver {
     public func remembered(directory nodeID: UInt64, fd: Int32) {}
     public func forgotten(directory nodeID: UInt64) {}
     public func reached(filesystem device: UInt64, fd: Int32) {}
+    public func passthroughWriters(_ nodeID: UInt64, present: Bool, fd: Int32) {}
 }
 
 /// The node ids the kernel holds, with their lookup counts.
@@ -310,6 +314,12 @@ public final class InodeStore: Sendable {
         observers.withLock { $0.append(observer) }
         hasObserver.store(true, ordering: .releasing)
         observer.remembered(directory: InodeStore.rootID, fd: root.keptDescriptor)
+    }
+
+    /// Tells the observers that node `nodeID` got its first, or lost its last, file that the
+    /// kernel writes through a passthrough backing file (`fd`: a descriptor of it).
+    public func passthroughWriters(_ nodeID: UInt64, present: Bool, fd: Int32) {
+        for observer in currentObservers { observer.passthroughWriters(nodeID, present: present, fd: fd) }
     }
 
     private var currentObservers: [any InodeStoreObserver] {

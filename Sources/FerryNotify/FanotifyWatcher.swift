@@ -37,6 +37,8 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     /// fsid (as events report it) → device number (as nodes are keyed), per file system seen.
     private let filesystems: Mutex<[UInt64: UInt64]>
     private let markFailures = Atomic<Int>(0)
+    /// Failed ignore marks for passed-through files (the first is logged).
+    private let ignoreFailures = Atomic<Int>(0)
 
     /// Watches SOURCE (`root`, a readable directory descriptor on device `rootDevice`). In
     /// the filesystems scope this marks its file system at once: EPERM without CAP_SYS_ADMIN,
@@ -83,6 +85,20 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
             // Typically ENOSPC (fs.fanotify.max_user_marks): say so once, keep serving.
             if markFailures.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
                 logger.warning("cannot watch a directory with fanotify (\(error)); changes in such directories show up only when cache timeouts expire")
+            }
+        }
+    }
+
+    /// A node whose writes the kernel makes through a passthrough backing file: ignore its
+    /// CLOSE_WRITE events while it has such files. The backing files report the clients'
+    /// closes as a host process's, and each one would cost an invalidation and a GETATTR;
+    /// the clients' writes update the kernel's attributes themselves (protocol/notify-ring.md).
+    func passthroughWriters(_ nodeID: UInt64, present: Bool, fd: Int32) {
+        do {
+            try Fanotify.ignore(group: group, anyDescriptor: fd, mask: Fanotify.closeWrite, on: present)
+        } catch {
+            if ignoreFailures.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
+                logger.warning("cannot have fanotify ignore the closes of passed-through files (\(error)); each one invalidates the kernel's attributes (logged once)")
             }
         }
     }

@@ -28,6 +28,9 @@ public enum Fanotify {
 
     // fanotify_mark flags.
     static let markAdd: UInt32 = 0x1
+    static let markRemove: UInt32 = 0x2
+    static let markIgnoredMask: UInt32 = 0x20
+    static let markIgnoredSurvivesModify: UInt32 = 0x40
     static let markOnlyDirectory: UInt32 = 0x8
     static let markFilesystem: UInt32 = 0x100
     static let markEvictable: UInt32 = 0x200
@@ -63,6 +66,16 @@ public enum Fanotify {
         let flags = markAdd | markEvictable | markOnlyDirectory
         _ = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in
             try checked { ferry_fanotify_mark(group.rawValue, flags, mask | eventOnChild, dir, link) }
+        }
+    }
+
+    /// Ignores (`on`) or again reports the events in `mask` on the one inode open as `fd` (any
+    /// descriptor, reached through /proc/self/fd), whatever other mark reports them: an
+    /// ignored mask on an inode mark that survives the inode's modification.
+    public static func ignore(group: OwnedFD, anyDescriptor fd: Int32, mask: UInt64, on: Bool) throws(Errno) {
+        let flags = on ? markAdd | markIgnoredMask | markIgnoredSurvivesModify : markRemove | markIgnoredMask
+        _ = try ProcSelfFD.with(fd) { (dir, link) throws(Errno) in
+            try checked { ferry_fanotify_mark(group.rawValue, flags, mask, dir, link) }
         }
     }
 

@@ -49,6 +49,39 @@ final class NotifyTests: XCTestCase {
         return counters
     }
 
+    /// Files opened for writing through the mount with passthrough (created, or opened
+    /// read-write and only read, as databases do): the kernel's backing files report the
+    /// clients' closes as a host process's CLOSE_WRITE; Ferry has fanotify ignore those while a
+    /// node has such files, so they cost no invalidation. A host process's write to such a file
+    /// still shows (its MODIFY is reported). (The clients' own writes still show as MODIFY.)
+    func testClosesOfPassedThroughFilesAreNotHostChanges() throws {
+        let server = try FerryServer(arguments: ["--cache", "always", "--stats"])
+        let m = server.mountpoint, s = server.source
+        let script = """
+            import os, time
+            for i in range(50):
+                os.close(os.open('\(m)/f%d' % i, os.O_CREAT | os.O_WRONLY, 0o644))
+                fd = os.open('\(m)/f%d' % i, os.O_RDWR)
+                os.read(fd, 10)
+                os.close(fd)
+            fd = os.open('\(m)/held', os.O_CREAT | os.O_RDWR, 0o644)
+            os.write(fd, b'guest')
+            with open('\(s)/held', 'ab') as f: f.write(b' and host')
+            deadline = time.time() + 2
+            while os.stat('\(m)/held').st_size != 14 and time.time() < deadline: time.sleep(0.01)
+            print('size', os.stat('\(m)/held').st_size)
+            os.close(fd)
+            time.sleep(0.3)
+            """
+        let result = try runCommand(["python3", "-c", script])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.output.contains("size 14"), "a host write to a file open through the mount did not show: \(result.output)")
+        XCTAssertEqual(server.stop(), 0, server.log)
+        XCTAssertTrue(server.log.contains("passthrough on:"), server.log)
+        let stats = try lastStats(server.log)
+        XCTAssertLessThan(stats["pushed"] ?? .max, 10, "the clients' closes counted as host changes: \(stats)")
+    }
+
     static let cases = ["append_to_open_file", "chmod", "chown", "create", "mkdir", "recreate_tree", "rename",
                         "replace_file", "rmdir", "truncate", "unlink", "utimes", "write", "xattr"]
 
