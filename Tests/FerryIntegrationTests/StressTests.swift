@@ -12,7 +12,7 @@ final class StressTests: XCTestCase {
 
     func testStressNgFilesystemStressorsVerify() throws {
         let server = try FerryServer()
-        let seconds = ProcessInfo.processInfo.environment["FERRY_STRESS_SECONDS"] ?? "60"
+        let seconds = ProcessInfo.processInfo.environment["FERRY_STRESS_SECONDS"] ?? "30"
         let command = ["stress-ng"] + Self.stressors.flatMap { ["--\($0)", "1"] }
             + ["--timeout", "\(seconds)s", "--verify", "--metrics-brief", "--temp-path", server.mountpoint]
         let result = try runCommand(command, timeout: 600)
