@@ -23,6 +23,8 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     /// What is watched: contents, attributes (incl. xattrs) and entries, for files and directories.
     /// Events about a directory entry, reported on the directory with the entry's name.
     static let entryEvents = Fanotify.create | Fanotify.delete | Fanotify.movedFrom | Fanotify.movedTo
+    /// Every event bit a change record is made from.
+    static let nodeEvents = Fanotify.modify | Fanotify.closeWrite | Fanotify.attrib | entryEvents
     static let mask = Fanotify.modify | Fanotify.closeWrite | Fanotify.attrib | Fanotify.create | Fanotify.delete
         | Fanotify.movedFrom | Fanotify.movedTo | Fanotify.onDirectory
 
@@ -39,6 +41,8 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     private let markFailures = Atomic<Int>(0)
     /// Failed ignore marks for passed-through files (the first is logged).
     private let ignoreFailures = Atomic<Int>(0)
+    /// Passed-through writers released just now, whose close may still be reported.
+    private let latePassthroughCloses = LatePassthroughCloses()
 
     /// Watches SOURCE (`root`, a readable directory descriptor on device `rootDevice`). In
     /// the filesystems scope this marks its file system at once: EPERM without CAP_SYS_ADMIN,
@@ -94,6 +98,7 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
     /// closes as a host process's, and each one would cost an invalidation and a GETATTR;
     /// the clients' writes update the kernel's attributes themselves (protocol/notify-ring.md).
     func passthroughWriters(_ nodeID: UInt64, present: Bool, fd: Int32) {
+        if !present { latePassthroughCloses.noteReleased(nodeID) }
         do {
             try Fanotify.ignore(group: group, anyDescriptor: fd, mask: Fanotify.closeWrite, on: present)
         } catch {
@@ -155,6 +160,11 @@ final class FanotifyWatcher: HostWatcher, InodeStoreObserver {
         }
         if parent != 0 && event.mask & Fanotify.delete != 0 {
             push(ChangeRecord(kind: .removed, parent: parent, name: event.name, node: node))
+        }
+        if node != 0 && event.mask & Self.nodeEvents == Fanotify.closeWrite
+            && latePassthroughCloses.explains(closeOf: node) {
+            sink.stats.eventsDropped.increment()
+            return false
         }
         if node != 0 {
             if event.mask & (Fanotify.modify | Fanotify.closeWrite) != 0 {
