@@ -16,6 +16,8 @@ Compare builds interleaved, several rounds: the 2-core machine is noisy.
 import argparse, os, signal, subprocess, sys, time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+from bench import cpu_seconds, serving_pid  # noqa: E402  (the same measures as bench.py's)
 parser = argparse.ArgumentParser()
 parser.add_argument("--binary", default=os.path.join(here, "..", ".build", "release", "ferry"))
 parser.add_argument("--files", type=int, default=5000)
@@ -45,21 +47,7 @@ else:
     sys.exit("the mount did not appear; see " + base + "/ferry.log")
 
 
-def serving(pid):
-    """The process that serves: the supervisor's child in Ferry's pid namespace, if any."""
-    try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
-        return int(children[0]) if children else pid
-    except OSError:
-        return pid
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-pid = serving(server.pid)
+pid = serving_pid(server.pid)
 time.sleep(0.3)
 os.makedirs(mnt + "/d")
 names = [f"{mnt}/d/f{i}" for i in range(args.files)]
