@@ -341,6 +341,16 @@ public final class InodeStore: Sendable {
     }
 
     /// One more reference to the node of `key`, if the store holds one for this very file.
+    /// Whether nodes may be kept as file handles (then a held node is matched by its handle).
+    var keepsFileHandles: Bool { mode != .never }
+
+    /// One more reference to the node already held for host inode `key` with file handle
+    /// `handle` (nil only when `keepsFileHandles` is off); nil when no such node is held.
+    func referenceKnown(_ key: InodeKey, handle: FileHandle?) -> Inode? {
+        if handle == nil && keepsFileHandles { return nil }   // a handle node cannot be told apart
+        return reference(key, handle: handle)
+    }
+
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {
         keyShard(key).withLock { keys in keys[key].flatMap { referenceHeld($0, if: { $0.isSameFile(as: handle) }) } }
     }

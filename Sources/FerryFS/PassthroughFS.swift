@@ -120,8 +120,30 @@ public final class PassthroughFS: Sendable {
     /// new node (GETXATTR, GETATTR, OPEN) when the inode is a file handle.
     /// `room` is the place reserved for it when the caller just created it.
     func lookupChild(dirFD: Int32, name: CName, room: InodeStore.Room? = nil) throws(Errno) -> Entry {
+        if room == nil, let known = try lookupHeldChild(dirFD: dirFD, name: name) { return known }
         let fd = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
         return try remember(fd: fd.rawValue, offering: fd, room: room)
+    }
+
+    /// The common LOOKUP: `name` is a file the kernel already holds a node for (a revalidation,
+    /// a `stat` of a listed file). Two system calls by name, statx and name_to_handle_at, and no
+    /// descriptor opened. nil when no held node matches both (a new file, a file whose handle
+    /// cannot be taken): the caller opens the name and remembers it. Throws statx's errno
+    /// (ENOENT for a missing name).
+    ///
+    /// Both calls resolve the name separately, so a host rename in between could pair one
+    /// file's attributes with another's handle: a node matches only if its inode key (from the
+    /// statx) and its file handle both agree, which two different files never do. Without file
+    /// handles every node keeps a descriptor, which pins its inode number, so the key suffices.
+    func lookupHeldChild(dirFD: Int32, name: CName) throws(Errno) -> Entry? {
+        let stat = try Host.statx(dirFD, name, flags: HostFlags.atSymlinkNoFollow, mask: PassthroughFS.statMask)
+        var handle: FileHandle? = nil
+        if inodes.keepsFileHandles {
+            guard let taken = try? FileHandle.of(dirFD, name).handle else { return nil }
+            handle = taken
+        }
+        guard let inode = inodes.referenceKnown(InodeStore.key(of: stat), handle: handle) else { return nil }
+        return Entry(inode, stat: stat)
     }
 
     /// Records one kernel reference to the inode open as `fd`.

@@ -244,4 +244,54 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(rmdir(source + "/moved"), 0)
         XCTAssertEqual(lookup("x", parent: dir).error, -ESTALE, "removed on the host")
     }
+
+    /// A LOOKUP of a name whose node is held answers that node (without opening the file) with
+    /// fresh attributes and one more reference; a name the host gave to another file since,
+    /// even one that reuses the inode number of a deleted file, answers a new node.
+    func testLookupOfAHeldNameFindsItsNodeAndAReplacedNameANewOne() throws {
+        func nodeID(_ reply: Reply) -> UInt64 { reply.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+        func size(_ reply: Reply) -> UInt64 { reply.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 40 + 8, as: UInt64.self) } }
+        func ino(_ reply: Reply) -> UInt64 { reply.body.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 40, as: UInt64.self) } }
+        func forget(_ node: UInt64) {
+            var m = Message(); m.u64(1)
+            _ = m.request(2, unique: 20, node: node).withUnsafeBytes { engine.handle(ByteView($0), worker: worker) }
+        }
+        _ = FileManager.default.createFile(atPath: source + "/a", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: source + "/b", contents: Data("yyy".utf8))
+        let first = lookup("a")
+        XCTAssertEqual(first.error, 0)
+        try Data("longer".utf8).write(to: URL(fileURLWithPath: source + "/a"))
+        let again = lookup("a")
+        XCTAssertEqual(nodeID(again), nodeID(first), "the held node")
+        XCTAssertEqual(size(again), 6, "attributes taken now")
+        forget(nodeID(first))
+        XCTAssertEqual(lookup(".", parent: nodeID(first)).error, 0, "two lookups, one forget: still held")
+
+        XCTAssertEqual(rename(source + "/b", source + "/a"), 0)
+        let renamed = lookup("a")
+        XCTAssertNotEqual(nodeID(renamed), nodeID(first), "another file under the same name")
+        XCTAssertEqual(size(renamed), 3)
+
+        // Inode numbers of deleted files come back on ext4: the handle's generation tells them apart.
+        let held = lookup("a")
+        XCTAssertEqual(unlink(source + "/a"), 0)
+        // Ferry drops a descriptor it kept of the file (which pins the inode) once it sees it gone.
+        var getattr = Message(); getattr.u32(0); getattr.u32(0); getattr.u64(0)
+        XCTAssertEqual(send(getattr.request(3, unique: 30, node: nodeID(held))).error, -ESTALE)
+        var reused = false
+        for i in 0..<200 where !reused {
+            _ = FileManager.default.createFile(atPath: source + "/n\(i)", contents: Data("zz".utf8))
+            var st = stat()
+            XCTAssertEqual(lstat(source + "/n\(i)", &st), 0)
+            if st.st_ino == ino(held) {
+                XCTAssertEqual(rename(source + "/n\(i)", source + "/a"), 0)
+                reused = true
+            }
+        }
+        guard reused else { throw XCTSkip("the host file system did not reuse the inode number") }
+        let successor = lookup("a")
+        XCTAssertEqual(ino(successor), ino(held))
+        XCTAssertNotEqual(nodeID(successor), nodeID(held), "same inode number, another file")
+        XCTAssertEqual(size(successor), 2)
+    }
 }
