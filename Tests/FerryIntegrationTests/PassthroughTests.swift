@@ -66,7 +66,9 @@ final class PassthroughTests: XCTestCase {
         chmod(server.source + "/prog", 0o4755)
         XCTAssertEqual(try String(contentsOfFile: server.mountpoint + "/prog", encoding: .utf8), "#!/bin/sh\n")
         XCTAssertEqual(server.stop(), 0, server.log)
-        XCTAssertEqual(requests("READ", in: server.log), 1, server.log)
+        // At least one: the host's write and chmod just before may reach the watcher after the
+        // node exists, and their invalidation drops the page the first READ filled (seen 1 in 8).
+        XCTAssertGreaterThanOrEqual(requests("READ", in: server.log), 1, server.log)
     }
 
     /// The kernel puts an inode in one I/O mode while any file of it is open: later opens follow
