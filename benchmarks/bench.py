@@ -472,7 +472,9 @@ def prepare_git_repo(tree, nfiles):
             shutil.copyfile(src, dst)
             n += 1
         copy += 1
-    git = ["git", "-C", repo, "-c", "user.name=ferry-bench", "-c", "user.email=bench@localhost"]
+    # gc.auto=0: the commit would otherwise start a detached `gc --auto`, and the gc below then
+    # fails with "gc is already running".
+    git = ["git", "-C", repo, "-c", "user.name=ferry-bench", "-c", "user.email=bench@localhost", "-c", "gc.auto=0"]
     sh(git + ["init", "-q"])
     sh(git + ["add", "-A"])
     sh(git + ["commit", "-q", "-m", "bench"])

@@ -71,6 +71,20 @@ public final class Inode: Sendable {
         try withPathFD(credentials, cache: nil, body)
     }
 
+    /// statx of a handle inode through the descriptor `cache` keeps of it, when there is one and
+    /// the file still has a name: the statx itself is the liveness check `withPathFD` makes
+    /// (nlink 0 means deleted on the host). nil otherwise, for the caller to take `withPathFD`'s
+    /// way (which then answers ESTALE for a deleted file, as before).
+    func statThroughKeptDescriptor(cache: PathDescriptorCache, mask: UInt32) -> HostStat? {
+        guard case .handle = location, let kept = cache.descriptor(of: nodeID) else { return nil }
+        return withExtendedLifetime(kept) { () -> HostStat? in
+            guard let stat = try? Host.statx(kept.rawValue, .empty, flags: HostFlags.atEmptyPath | HostFlags.atSymlinkNoFollow,
+                                             mask: mask | HostFlags.statxNlink),
+                  stat.stx_nlink > 0 else { return nil }
+            return stat
+        }
+    }
+
     func withPathFD<R>(_ credentials: ThreadCredentials, cache: PathDescriptorCache?,
                        _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
         switch location {

@@ -341,6 +341,12 @@ public final class InodeStore: Sendable {
     }
 
     /// One more reference to the node of `key`, if the store holds one for this very file.
+    /// Whether some node is held for host inode `key` (which may still be another file that
+    /// reused the number: `referenceKnown` tells).
+    func holdsNode(for key: InodeKey) -> Bool {
+        keyShard(key).withLock { $0[key] != nil }
+    }
+
     /// Whether nodes may be kept as file handles (then a held node is matched by its handle).
     var keepsFileHandles: Bool { mode != .never }
 

@@ -32,6 +32,11 @@ extension PassthroughFS {
         if let fh, let file = try? openFiles.get(fh), file.nodeID == nodeID {
             return try stat(fd: file.fd.rawValue, mask: mask)
         }
+        // One statx where the path descriptor cache keeps the node's descriptor (no separate
+        // liveness check first).
+        if let kept = try inodes.get(nodeID).statThroughKeptDescriptor(cache: inodes.pathDescriptors, mask: mask) {
+            return kept
+        }
         return try withNode(nodeID, ctx) { (_, fd) throws(Errno) in try stat(fd: fd, mask: mask) }
     }
 

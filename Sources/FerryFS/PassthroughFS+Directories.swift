@@ -35,6 +35,8 @@ extension PassthroughFS {
                         fits: (Int) -> Bool, add: (DirectoryEntry, Entry?) -> Void) throws(Errno) {
         let dir = try openFiles.get(fh)
         let fd = dir.fd.rawValue
+        // Entries on the directory's own file system: d_ino says whether a node may be held.
+        let directoryKey = plus ? (try? inodes.get(dir.nodeID))?.key : nil
         _ = try Host.lseek(fd, offset: Int64(bitPattern: offset), whence: SEEK_SET)
         // `size` is the client's; the engine caps it at the reply buffer, this at 1 MiB again.
         let chunk = max(min(plus ? size / 4 : size, 1 << 20), 1024)
@@ -58,7 +60,10 @@ extension PassthroughFS {
                 let entry = DirectoryEntry(ino: ino, nextOffset: UInt64(bitPattern: next), type: UInt32(type), name: name)
                 var node: Entry? = nil
                 if plus && name != [0x2e] && name != [0x2e, 0x2e] {
-                    node = try? lookupChild(dirFD: fd, name: CName(name))
+                    let mayBeHeld = directoryKey.map {
+                        inodes.holdsNode(for: InodeKey(device: $0.device, inode: ino, mountID: $0.mountID))
+                    } ?? true
+                    node = try? lookupChild(dirFD: fd, name: CName(name), mayBeHeld: mayBeHeld)
                 }
                 add(entry, node)
             }

@@ -119,8 +119,10 @@ public final class PassthroughFS: Sendable {
     /// The descriptor opened for the lookup is kept for the requests that usually follow on a
     /// new node (GETXATTR, GETATTR, OPEN) when the inode is a file handle.
     /// `room` is the place reserved for it when the caller just created it.
-    func lookupChild(dirFD: Int32, name: CName, room: InodeStore.Room? = nil) throws(Errno) -> Entry {
-        if room == nil, let known = try lookupHeldChild(dirFD: dirFD, name: name) { return known }
+    /// `mayBeHeld` false skips the attempt to find a held node first (READDIRPLUS knows from the
+    /// entry's inode number that no node has it).
+    func lookupChild(dirFD: Int32, name: CName, room: InodeStore.Room? = nil, mayBeHeld: Bool = true) throws(Errno) -> Entry {
+        if room == nil && mayBeHeld, let known = try lookupHeldChild(dirFD: dirFD, name: name) { return known }
         let fd = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
         return try remember(fd: fd.rawValue, offering: fd, room: room)
     }
@@ -137,12 +139,14 @@ public final class PassthroughFS: Sendable {
     /// handles every node keeps a descriptor, which pins its inode number, so the key suffices.
     func lookupHeldChild(dirFD: Int32, name: CName) throws(Errno) -> Entry? {
         let stat = try Host.statx(dirFD, name, flags: HostFlags.atSymlinkNoFollow, mask: PassthroughFS.statMask)
+        let key = InodeStore.key(of: stat)
+        guard inodes.holdsNode(for: key) else { return nil }   // a new file: no handle needed here
         var handle: FileHandle? = nil
         if inodes.keepsFileHandles {
             guard let taken = try? FileHandle.of(dirFD, name).handle else { return nil }
             handle = taken
         }
-        guard let inode = inodes.referenceKnown(InodeStore.key(of: stat), handle: handle) else { return nil }
+        guard let inode = inodes.referenceKnown(key, handle: handle) else { return nil }
         return Entry(inode, stat: stat)
     }
 
