@@ -85,14 +85,16 @@ public final class Inode: Sendable {
         }
     }
 
-    func withPathFD<R>(_ credentials: ThreadCredentials, cache: PathDescriptorCache?,
+    /// `checkLinked` false uses a kept descriptor without asking whether the file still has a
+    /// name (for calls by name in a directory, which fail with ENOENT in a deleted one anyway).
+    func withPathFD<R>(_ credentials: ThreadCredentials, cache: PathDescriptorCache?, checkLinked: Bool = true,
                        _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
         switch location {
         case let .descriptor(fd):
             return try withExtendedLifetime(fd) { () throws(Errno) -> R in try body(fd.rawValue) }
         case let .handle(handle, mount):
             if let cache, let kept = cache.descriptor(of: nodeID) {
-                if PathDescriptorCache.isLinked(kept.rawValue) {
+                if !checkLinked || PathDescriptorCache.isLinked(kept.rawValue) {
                     return try withExtendedLifetime(kept) { () throws(Errno) -> R in try body(kept.rawValue) }
                 }
                 cache.remove(nodeID, only: kept)   // deleted on the host: ESTALE from the handle below

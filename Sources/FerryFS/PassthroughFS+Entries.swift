@@ -9,7 +9,7 @@ extension PassthroughFS {
     public func lookup(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8]) throws(Errno) -> Entry {
         if name == [0x2e] { return try lookupSelf(ctx, nodeID: parent) }
         if name == [0x2e, 0x2e] { return try lookupParent(ctx, of: parent) }
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
             try lookupChild(dirFD: dirFD, name: try validName(name))
         }
     }
@@ -23,7 +23,7 @@ extension PassthroughFS {
     public func mkdir(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try checkWritable()
         let name = try validName(name)
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
             return try inodes.withRoom { (room) throws(Errno) in
                 try Host.mkdir(dirFD, name, mode: mode)
@@ -38,7 +38,7 @@ extension PassthroughFS {
         try checkWritable()
         let name = try validName(name)
         let (major, minor) = DeviceNumber.decode32(rdev)
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
             ctx.setUmask(umask)
             return try inodes.withRoom { (room) throws(Errno) in
                 try Host.mknod(dirFD, name, mode: mode, device: DeviceNumber.make(major: major, minor: minor))
@@ -51,7 +51,7 @@ extension PassthroughFS {
     public func symlink(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], target: [UInt8]) throws(Errno) -> Entry {
         try checkWritable()
         let name = try validName(name)
-        return try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        return try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
             return try inodes.withRoom { (room) throws(Errno) in
                 try Host.symlink(target: CName(target), dirFD, name)
                 return try lookupChild(dirFD: dirFD, name: name, room: room)
@@ -64,7 +64,7 @@ extension PassthroughFS {
         try checkWritable()
         let name = try validName(name)
         return try withNode(nodeID, ctx) { (_, fd) throws(Errno) in
-            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+            try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
                 try Host.link(fd, dirFD, name)
                 return try lookupChild(dirFD: dirFD, name: name)
             }
@@ -75,7 +75,7 @@ extension PassthroughFS {
     public func remove(_ ctx: ThreadCredentials, parent: UInt64, name: [UInt8], directory: Bool) throws(Errno) {
         try checkWritable()
         let name = try validName(name)
-        try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+        try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
             try Host.unlink(dirFD, name, directory: directory)
         }
     }
@@ -87,8 +87,8 @@ extension PassthroughFS {
         let name = try validName(name), newName = try validName(newName)
         let known = HostFlags.renameNoReplace | HostFlags.renameExchange | HostFlags.renameWhiteout
         guard flags & ~known == 0 else { throw Errno.invalid }
-        try withNode(parent, ctx) { (_, oldDir) throws(Errno) in
-            try withNode(newParent, ctx) { (_, newDir) throws(Errno) in
+        try withDirectory(parent, ctx) { (_, oldDir) throws(Errno) in
+            try withDirectory(newParent, ctx) { (_, newDir) throws(Errno) in
                 try Host.rename(oldDir, name, newDir, newName, flags: flags)
             }
         }

@@ -82,7 +82,7 @@ extension PassthroughFS {
         let hostFlags = hostOpenFlags(flags) | HostFlags.oCreat | HostFlags.oNoFollow
             | (Int32(bitPattern: flags) & HostFlags.oExcl)
         return try openFiles.reserving { () throws(Errno) in
-            try withNode(parent, ctx) { (_, dirFD) throws(Errno) in
+            try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
                 ctx.setUmask(umask)
                 return try inodes.withRoom { (room) throws(Errno) in
                     let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)

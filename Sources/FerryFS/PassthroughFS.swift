@@ -180,14 +180,25 @@ public final class PassthroughFS: Sendable {
     /// Runs `body` with the O_PATH descriptor of `nodeID`. A handle-based inode whose file was
     /// deleted on the host (ESTALE) is still reachable while the kernel has it open: then one of
     /// its open descriptors stands in, as it would for a local file that is open but unlinked.
-    func withNode<R>(_ nodeID: UInt64, _ ctx: ThreadCredentials,
+    func withNode<R>(_ nodeID: UInt64, _ ctx: ThreadCredentials, checkLinked: Bool = true,
                      _ body: (Inode, Int32) throws(Errno) -> R) throws(Errno) -> R {
         let inode = try inodes.get(nodeID)
         do {
-            return try inode.withPathFD(ctx, cache: inodes.pathDescriptors) { (fd) throws(Errno) in try body(inode, fd) }
+            return try inode.withPathFD(ctx, cache: inodes.pathDescriptors, checkLinked: checkLinked) { (fd) throws(Errno) in
+                try body(inode, fd)
+            }
         } catch {
             guard error == .stale, let file = openFiles.anyFile(of: nodeID) else { throw error }
             return try withExtendedLifetime(file) { () throws(Errno) -> R in try body(inode, file.fd.rawValue) }
         }
+    }
+
+    /// `withNode` for a directory whose descriptor serves calls by name (LOOKUP, CREATE, MKDIR,
+    /// UNLINK, RENAME...). A descriptor the path cache keeps is used without first asking
+    /// whether the directory still has a name: in a directory deleted on the host those calls
+    /// fail with ENOENT, as in a local one (ESTALE came only from reopening its handle).
+    func withDirectory<R>(_ nodeID: UInt64, _ ctx: ThreadCredentials,
+                          _ body: (Inode, Int32) throws(Errno) -> R) throws(Errno) -> R {
+        try withNode(nodeID, ctx, checkLinked: false, body)
     }
 }

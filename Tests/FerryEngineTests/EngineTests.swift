@@ -220,7 +220,8 @@ final class EngineTests: XCTestCase {
 
     /// A node kept as a file handle whose host file is deleted is stale (ESTALE), also when
     /// Ferry keeps an O_PATH descriptor of it from the lookup; a file that keeps another name
-    /// stays reachable, and so does a directory renamed on the host.
+    /// stays reachable, and so does a directory renamed on the host. In a directory removed on
+    /// the host, calls by name fail with ENOENT until its descriptor is dropped.
     func testDeletedFilesAreStaleDespiteKeptDescriptors() {
         _ = FileManager.default.createFile(atPath: source + "/gone", contents: Data("x".utf8))
         _ = FileManager.default.createFile(atPath: source + "/linked", contents: Data("x".utf8))
@@ -242,7 +243,13 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(getattr(dir), 0, "renamed")
         XCTAssertEqual(lookup("x", parent: dir).error, -ENOENT)
         XCTAssertEqual(rmdir(source + "/moved"), 0)
-        XCTAssertEqual(lookup("x", parent: dir).error, -ESTALE, "removed on the host")
+        // Calls by name in the removed directory fail as in a local one; the directory is stale.
+        XCTAssertEqual(lookup("x", parent: dir).error, -ENOENT, "in a directory removed on the host")
+        var create = Message(); create.u32(UInt32(O_CREAT | O_WRONLY)); create.u32(0o644); create.u32(0); create.u32(0)
+        create.name("new")
+        XCTAssertEqual(send(create.request(35, unique: 40, node: dir)).error, -ENOENT, "no file in a removed directory")
+        XCTAssertEqual(getattr(dir), -ESTALE, "removed on the host")
+        XCTAssertEqual(lookup("x", parent: dir).error, -ESTALE, "its descriptor is no longer kept")
     }
 
     /// A LOOKUP of a name whose node is held answers that node (without opening the file) with
