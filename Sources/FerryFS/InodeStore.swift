@@ -340,7 +340,6 @@ public final class InodeStore: Sendable {
         }
     }
 
-    /// One more reference to the node of `key`, if the store holds one for this very file.
     /// Whether some node is held for host inode `key` (which may still be another file that
     /// reused the number: `referenceKnown` tells).
     func holdsNode(for key: InodeKey) -> Bool {
@@ -357,6 +356,7 @@ public final class InodeStore: Sendable {
         return reference(key, handle: handle)
     }
 
+    /// One more reference to the node of `key`, if the store holds one for this very file.
     private func reference(_ key: InodeKey, handle: FileHandle?) -> Inode? {
         keyShard(key).withLock { keys in keys[key].flatMap { referenceHeld($0, if: { $0.isSameFile(as: handle) }) } }
     }
