@@ -158,17 +158,6 @@ func runCommand(_ command: [String], timeout: TimeInterval = 600) throws -> (sta
     return (process.terminationStatus, String(decoding: collected.data, as: UTF8.self))
 }
 
-/// Scratch directories on the host's disk, removed at process exit.
-enum Scratch {
-    static func directory(_ prefix: String) throws -> String {
-        let base = ProcessInfo.processInfo.environment["FERRY_TEST_DIR"] ?? "/var/tmp"
-        let template = "\(base)/\(prefix).XXXXXX"
-        var bytes = Array(template.utf8CString)
-        guard mkdtemp(&bytes) != nil else { throw TestFailure("mkdtemp failed") }
-        return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-}
-
 /// An ordinary user (uid/gid 2001) for tests of an unprivileged server: a passwd entry
 /// (fusermount3 asks for one), /dev/fuse opened up while the test runs, and a scratch directory
 /// with `src` and `mnt` owned by the user.

@@ -194,7 +194,7 @@ final class LibvirtGuestTests: XCTestCase {
         if let ferryPid, FileManager.default.fileExists(atPath: source + "/written") {
             XCTAssertTrue(Self.alive(ferryPid), "ferry is gone while the guest runs: \(backend())")
         }
-        FileManager.default.createFile(atPath: source + "/go", contents: nil)
+        _ = FileManager.default.createFile(atPath: source + "/go", contents: nil)
         while Date() < deadline, try running() { usleep(200_000) }
         XCTAssertFalse(try running(), "the domain did not stop within 300 s")
         let stopped = Date()
