@@ -10,7 +10,7 @@ import XCTest
 final class FileHandleTests: XCTestCase {
     /// scripts/fhandle.c, built once per run.
     private static let helper: Result<String, Error> = Result {
-        let binary = try Scratch.directory("ferry-fhandle") + "/fhandle"
+        let binary = try Scratch.directory("ferry-fhandle", lifetime: .wholeRun) + "/fhandle"
         let build = try runCommand(["gcc", "-O2", "-Wall", "-o", binary, script("fhandle.c")])
         guard build.status == 0 else { throw TestFailure("gcc fhandle.c: \(build.output)") }
         return binary

@@ -100,7 +100,6 @@ final class LibvirtGuestTests: XCTestCase {
         let kernel = FileManager.default.fileExists(atPath: image + "/vmlinux") ? image + "/vmlinux" : image + "/vmlinuz"
 
         let scratch = try Scratch.directory("ferry-libvirt")
-        defer { _ = try? runCommand(["rm", "-rf", scratch]) }
         let name = "ferry-test-" + (scratch as NSString).lastPathComponent.replacingOccurrences(of: ".", with: "-")
         let backendLog = "/var/log/libvirt/qemu/\(name)-fs0-virtiofsd.log"
         defer {

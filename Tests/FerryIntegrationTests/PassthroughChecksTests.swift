@@ -10,7 +10,7 @@ final class PassthroughChecksTests: XCTestCase {
     override class func setUp() {
         super.setUp()
         server = try? FerryServer()
-        native = (try? Scratch.directory("ferry-native")) ?? "/nonexistent"
+        native = (try? Scratch.directory("ferry-native", lifetime: .wholeRun)) ?? "/nonexistent"
     }
 
     override class func tearDown() {

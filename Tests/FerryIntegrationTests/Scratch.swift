@@ -4,18 +4,28 @@ import XCTest
 
 /// Scratch directories on the host's disk (under $FERRY_TEST_DIR, default /var/tmp).
 ///
-/// A directory belongs to the test that made it. When that test passes, the directory is
-/// removed as soon as the test ends, or at process exit if something is still mounted below it
+/// A directory made while a test runs belongs to that test. When that test passes, the directory
+/// is removed as soon as the test ends, or at process exit if something is still mounted below it
 /// then (exit detaches those mounts first). When the test fails, the directory is kept and its
-/// path printed, for the ferry.log inside. FERRY_KEEP_SCRATCH=1 keeps every directory.
+/// path printed, for the ferry.log inside. A directory made outside any test (in a class's
+/// setUp) or asked for with `lifetime: .wholeRun` (a helper built once and shared by later
+/// tests) is removed at exit. FERRY_KEEP_SCRATCH=1 keeps every directory.
 enum Scratch {
-    static func directory(_ prefix: String) throws -> String {
+    /// How long a scratch directory is needed.
+    enum Lifetime {
+        /// Until the test that made it ends (until exit when made outside any test).
+        case test
+        /// Until the process exits.
+        case wholeRun
+    }
+
+    static func directory(_ prefix: String, lifetime: Lifetime = .test) throws -> String {
         let base = ProcessInfo.processInfo.environment["FERRY_TEST_DIR"] ?? "/var/tmp"
         let template = "\(base)/\(prefix).XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw TestFailure("mkdtemp failed") }
         let path = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        ScratchJanitor.shared.adopt(path)
+        ScratchJanitor.shared.adopt(path, untilExit: lifetime == .wholeRun)
         return path
     }
 }
@@ -32,17 +42,27 @@ final class ScratchJanitor: NSObject, XCTestObservation, Sendable {
     private struct Directories {
         /// Made since the last test ended: they belong to the test that runs now.
         var current: [String] = []
-        /// Of passed tests, still holding a mount when their test ended.
+        /// Of passed tests, still holding a mount when their test ended, and those made for
+        /// the whole run or outside any test.
         var atExit: [String] = []
+        /// Whether a test case runs now (between its start and end). The janitor registers on
+        /// first use, which is usually inside a test, hence true to begin with.
+        var aTestRuns = true
     }
     private let directories = Mutex(Directories())
     private let keepAll = ProcessInfo.processInfo.environment["FERRY_KEEP_SCRATCH"] == "1"
 
-    func adopt(_ path: String) { directories.withLock { $0.current.append(path) } }
+    func adopt(_ path: String, untilExit: Bool) {
+        directories.withLock { dirs in
+            if untilExit || !dirs.aTestRuns { dirs.atExit.append(path) } else { dirs.current.append(path) }
+        }
+    }
+
+    func testCaseWillStart(_ testCase: XCTestCase) { directories.withLock { $0.aTestRuns = true } }
 
     func testCaseDidFinish(_ testCase: XCTestCase) {
         let made = directories.withLock { dirs in
-            defer { dirs.current = [] }
+            defer { dirs.current = []; dirs.aTestRuns = false }
             return dirs.current
         }
         guard !made.isEmpty, !keepAll else { return }
@@ -59,7 +79,7 @@ final class ScratchJanitor: NSObject, XCTestObservation, Sendable {
         }
     }
 
-    /// At exit: directories whose mounts outlived their test, and those made outside any test.
+    /// At exit: directories whose mounts outlived their test, and those kept for the whole run.
     private func removeLeftovers() {
         guard !keepAll else { return }
         let leftovers = directories.withLock { $0.atExit + $0.current }
@@ -84,6 +104,8 @@ final class ScratchJanitor: NSObject, XCTestObservation, Sendable {
     private static func remove(_ path: String) {
         do {
             try FileManager.default.removeItem(atPath: path)
+        } catch CocoaError.fileNoSuchFile {
+            // Already gone.
         } catch {
             print("scratch directory \(path) not removed: \(error)")
         }
