@@ -122,10 +122,17 @@ final class CloseOrdering: Sendable {
             return reads & 1 == 1 ? Suspect(reader: reader, batch: false, mark: reads) : nil
         }
         for suspect in suspects { suspect.reader.kick() }
-        pending.wait { closes in
+        // A kick by signal (a reader asleep in read(2)) is lost when it lands just before the
+        // reader enters the read: kick the readers still suspect again now and then.
+        while !pending.wait(until: { closes in
             suspects.allSatisfy(\.cleared) && !closes.contains { $0.key < unique && $0.value == nodeID }
+        }, milliseconds: CloseOrdering.kickAgainAfterMilliseconds) {
+            for suspect in suspects where !suspect.cleared { suspect.reader.kick() }
         }
     }
+
+    /// How long a settling lock request waits before it kicks the readers still suspect again.
+    static let kickAgainAfterMilliseconds = 5
 
     /// A reader that may hold a close it has not announced, and the mark it must pass.
     private struct Suspect {

@@ -37,4 +37,20 @@ public final class HostCondition<Value>: @unchecked Sendable {
         while !ready(value) { pthread_cond_wait(condition, mutex) }
         pthread_mutex_unlock(mutex)
     }
+
+    /// Blocks until `ready` holds for the value or about `milliseconds` have passed; returns
+    /// whether it holds.
+    public func wait(until ready: (Value) -> Bool, milliseconds: Int) -> Bool {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)   // the condition variable's default clock
+        let nanoseconds = Int(deadline.tv_nsec) + milliseconds * 1_000_000
+        deadline.tv_sec += nanoseconds / 1_000_000_000
+        deadline.tv_nsec = nanoseconds % 1_000_000_000
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !ready(value) {
+            if pthread_cond_timedwait(condition, mutex, &deadline) == ETIMEDOUT { return ready(value) }
+        }
+        return true
+    }
 }

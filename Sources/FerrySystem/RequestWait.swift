@@ -67,9 +67,9 @@ public final class RequestWait: Sendable {
 }
 
 extension Host {
-    /// Makes `fd` non-blocking (O_NONBLOCK).
-    public static func setNonBlocking(_ fd: Int32) throws(Errno) {
+    /// Makes `fd` non-blocking (O_NONBLOCK), or blocking again with `on` false.
+    public static func setNonBlocking(_ fd: Int32, _ on: Bool = true) throws(Errno) {
         let flags = try checked { fcntl(fd, F_GETFL) }
-        _ = try checked { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        _ = try checked { fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) }
     }
 }

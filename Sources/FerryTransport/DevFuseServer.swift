@@ -32,12 +32,12 @@ public final class DevFuseServer: Sendable {
     private let rings = Mutex<FUSERingServer?>(nil)
     /// Requests read from /dev/fuse (INIT not counted).
     private let devRequests = Atomic<Int>(0)
+    /// Reads of /dev/fuse by the readers that found no request (EAGAIN, EINTR, ENOENT).
+    private let emptyReads = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     /// Set when readers must leave even though the kernel still has the connection open.
     private let abandoning = Atomic<Bool>(false)
     private let readers = Mutex<[HostThread]>([])
-    /// Held by the reader that is reading (see `readAndAnnounce`).
-    private let readTurn = Mutex<Void>(())
 
     public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, transport: Transport = .devFuse, logger: Logger) {
         self.engine = engine
@@ -72,8 +72,9 @@ public final class DevFuseServer: Sendable {
                                       : "serving through the io_uring queues, with \(threads) /dev/fuse reader thread(s) for FORGET and INTERRUPT")
         WakeSignal.install(WakeSignal.reader)
         for (index, fd) in descriptors.enumerated() {
+            let ownDescriptor = descriptors.filter { $0 == fd }.count == 1
             let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
-                self.serve(fd: fd, otherReaders: threads > 1)
+                self.serve(fd: fd, otherReaders: threads > 1, ownDescriptor: ownDescriptor)
             }
             readers.withLock { $0.append(thread) }
         }
@@ -86,6 +87,7 @@ public final class DevFuseServer: Sendable {
             rings.withLock { $0 = nil }
             logger.info("transport totals: \(ringServer.requestsServed) request(s) through the io_uring queues, \(devRequests.load(ordering: .relaxed)) through /dev/fuse")
         }
+        logger.info("reads of /dev/fuse: \(devRequests.load(ordering: .relaxed)) found a request, \(emptyReads.load(ordering: .relaxed)) found none")
         logger.info("connection closed; \(engine.fs.inodes.count) node(s), \(engine.fs.openFiles.count) open file(s) and \(engine.passthroughBackingIDs) passthrough backing id(s) were still known")
     }
 
@@ -163,20 +165,33 @@ public final class DevFuseServer: Sendable {
 
     /// One reader thread's loop. `otherReaders`: other threads read requests from the same
     /// connection, so this one may wait for its own data requests instead of for new requests.
-    private func serve(fd: Int32, otherReaders: Bool) {
-        let wait: RequestWait
+    /// `ownDescriptor`: no other reader reads `fd` (a clone of its own).
+    ///
+    /// Alone (or sharing its descriptor), a reader waits for requests and for its I/O completions at once, in epoll. With
+    /// other readers, one that has nothing in flight sleeps in read(2) itself, where the kernel
+    /// wakes only readers asleep in it, one per request. (A reader's epoll is also marked ready
+    /// for requests that arrive while the reader is busy; back in epoll_wait it then races the
+    /// reader the kernel woke for them: a wasted wake-up and a failed read per request.) With
+    /// data in flight it reads without blocking while requests are queued, so that many go
+    /// into one I/O submission, and otherwise waits for its completions.
+    private func serve(fd: Int32, otherReaders: Bool, ownDescriptor: Bool) {
+        let sleepsInRead = otherReaders && ownDescriptor   // then it switches O_NONBLOCK
+        let wait: RequestWait?
+        var nonBlocking = !sleepsInRead
         do {
-            try Host.setNonBlocking(fd)
-            wait = try RequestWait(fuseFD: fd)
+            if nonBlocking { try Host.setNonBlocking(fd) }
+            wait = sleepsInRead ? nil : try RequestWait(fuseFD: fd)
         } catch {
             logger.error("reader cannot wait for requests on /dev/fuse: \(error)")
             return
         }
+        let blockingRead = InterruptibleRead()
+        let kick: @Sendable () -> Void = if let wait { { wait.kick() } } else { { blockingRead.interrupt() } }
         let worker = engine.makeWorker(deferredReplies: { [logger] bytes in
             let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
-        }, notifications: { message in DevFuseDevice.send(fd, message) }, kick: { wait.kick() })
-        if let completions = worker.completionFD {
+        }, notifications: { message in DevFuseDevice.send(fd, message) }, kick: kick)
+        if let wait, let completions = worker.completionFD {
             do { try wait.watchCompletions(completions) } catch {
                 logger.error("reader cannot wait for I/O completions: \(error)")
                 engine.retire(worker)
@@ -188,6 +203,16 @@ public final class DevFuseServer: Sendable {
             engine.drainData(worker, send: send)   // the kernel may still write into their buffers
             engine.retire(worker)
         }
+        /// Switches the descriptor between blocking and non-blocking reads when it must change.
+        func setNonBlocking(_ on: Bool) -> Bool {
+            guard on != nonBlocking else { return true }
+            do { try Host.setNonBlocking(fd, on) } catch {
+                logger.error("reader cannot switch /dev/fuse to \(on ? "non-" : "")blocking reads: \(error)")
+                return false
+            }
+            nonBlocking = on
+            return true
+        }
         var awaitData = false
         var readFirst = ReadFirstPolicy()
         while true {
@@ -198,28 +223,32 @@ public final class DevFuseServer: Sendable {
             guard worker.canTakeRequest else { continue }
             let buffer = worker.requestBuffer
             engine.waitingForRequest(worker)
-            // Under load a request is often already queued: read first, sleep only when there
-            // is none. One request at a time (a client waiting for each reply) finds none, and
-            // the read would cost a system call and take the request another reader was woken
-            // for: then go straight to sleep (readFirst says which).
+            // Under load a request is often already queued: read first (without blocking),
+            // sleep only when there is none. One request at a time (a client waiting for each
+            // reply) finds none, and the read would cost a system call: then go straight to
+            // sleep (readFirst says which). A reader with nothing in flight that did not just
+            // find requests sleeps in read(2), which returns at once if one is queued.
             var result = DevFuseDevice.ReadResult.retry
-            if readFirst.shouldTry() {
-                result = DevFuseDevice.read(fd, into: buffer)
+            if wait != nil || worker.dataInFlight > 0 || nonBlocking, readFirst.shouldTry() {
+                guard setNonBlocking(true) else { return }
+                result = counted(DevFuseDevice.read(fd, into: buffer))
                 readFirst.record(found: !result.isRetry)
             }
             if case .retry = result {
-                if otherReaders && worker.dataInFlight > 0 {
-                    // No request, but data in flight: wait for its completion in the I/O engine
-                    // (as the sync engine's thread would, in its syscall) while the other readers
-                    // take new requests. An epoll wake-up, an eventfd read and task work that
-                    // interrupts epoll are saved for each completion.
+                if let wait, !(otherReaders && worker.dataInFlight > 0) {
+                    if worker.prepareToSleep(), let woken = wait.wait(), woken.requestReady {
+                        result = counted(DevFuseDevice.read(fd, into: buffer))   // .retry if another reader took it
+                    }
+                } else if worker.dataInFlight > 0 {
+                    // Wait for the data's completion in the I/O engine (as the sync engine's
+                    // thread would, in its syscall) while the other readers take new requests.
                     awaitData = true
-                } else if worker.prepareToSleep(), let woken = wait.wait(), woken.requestReady {
-                    result = DevFuseDevice.read(fd, into: buffer)   // .retry if another reader took it
+                } else {
+                    guard setNonBlocking(false) else { return }
+                    result = counted(blockingRead.read(fd, into: buffer))
                 }
             }
             if case let .request(n) = result {
-                devRequests.add(1, ordering: .relaxed)
                 engine.stoppedWaiting(worker, request: buffer.view(count: n))
             } else {
                 engine.stoppedWaiting(worker, request: nil)
@@ -234,6 +263,18 @@ public final class DevFuseServer: Sendable {
                 }
             }
         }
+    }
+}
+
+extension DevFuseServer {
+    /// Counts what a reader's read of /dev/fuse found, for the totals at the end.
+    private func counted(_ result: DevFuseDevice.ReadResult) -> DevFuseDevice.ReadResult {
+        switch result {
+        case .request: devRequests.add(1, ordering: .relaxed)
+        case .retry: emptyReads.add(1, ordering: .relaxed)
+        case .closed: break
+        }
+        return result
     }
 }
 
