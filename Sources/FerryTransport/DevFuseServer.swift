@@ -216,6 +216,16 @@ public final class DevFuseServer: Sendable {
         var awaitData = false
         var readFirst = ReadFirstPolicy()
         while true {
+            // readFirst's answer for this round, when it is asked before the replies: a reader
+            // that sleeps in read(2) and has data in flight, but would not read first (the last
+            // read found no request), waits for its data at once. The io_uring_enter that waits
+            // then also submits what the last request queued: one system call per request at
+            // queue depth 1, where a submission here and the wait after the read made two.
+            var readsFirst: Bool?
+            if sleepsInRead, !awaitData, worker.canTakeRequest, worker.dataInFlight > 0 {
+                readsFirst = readFirst.shouldTry()
+                awaitData = readsFirst == false
+            }
             // Replies of data requests the I/O engine finished; with every slot in flight, or
             // when there was no request to read, wait for one.
             guard engine.completeData(worker, wait: awaitData || !worker.canTakeRequest, send: send) else { return }
@@ -229,7 +239,7 @@ public final class DevFuseServer: Sendable {
             // sleep (readFirst says which). A reader with nothing in flight that did not just
             // find requests sleeps in read(2), which returns at once if one is queued.
             var result = DevFuseDevice.ReadResult.retry
-            if wait != nil || worker.dataInFlight > 0 || nonBlocking, readFirst.shouldTry() {
+            if wait != nil || worker.dataInFlight > 0 || nonBlocking, readsFirst ?? readFirst.shouldTry() {
                 guard setNonBlocking(true) else { return }
                 result = counted(DevFuseDevice.read(fd, into: buffer))
                 readFirst.record(found: !result.isRetry)
