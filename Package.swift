@@ -96,6 +96,8 @@ let package = Package(
         ]),
         // The seccomp allow-list and the capability plan as data (SandboxTests run them for real).
         .testTarget(name: "FerrySandboxTests", dependencies: ["FerrySandbox", "CSeccomp", "FerrySystem"]),
+        // Reader-thread plumbing of the /dev/fuse transport, on pipes (no mount).
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerrySystem"]),
         // Mount-level tests: start `ferry serve` and drive the mount with real tools.
         .testTarget(name: "FerryIntegrationTests", exclude: ["scripts"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),

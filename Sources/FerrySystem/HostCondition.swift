@@ -11,7 +11,13 @@ public final class HostCondition<Value>: @unchecked Sendable {
     public init(_ value: Value) {
         self.value = value
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        // Timed waits count on the monotonic clock: a wall clock stepped back (NTP, a resumed
+        // VM) must not stretch them.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -42,7 +48,7 @@ public final class HostCondition<Value>: @unchecked Sendable {
     /// whether it holds.
     public func wait(until ready: (Value) -> Bool, milliseconds: Int) -> Bool {
         var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)   // the condition variable's default clock
+        clock_gettime(CLOCK_MONOTONIC, &deadline)   // the condition variable's clock (init)
         let nanoseconds = Int(deadline.tv_nsec) + milliseconds * 1_000_000
         deadline.tv_sec += nanoseconds / 1_000_000_000
         deadline.tv_nsec = nanoseconds % 1_000_000_000

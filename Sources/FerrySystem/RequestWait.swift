@@ -67,9 +67,18 @@ public final class RequestWait: Sendable {
 }
 
 extension Host {
-    /// Makes `fd` non-blocking (O_NONBLOCK), or blocking again with `on` false.
-    public static func setNonBlocking(_ fd: Int32, _ on: Bool = true) throws(Errno) {
-        let flags = try checked { fcntl(fd, F_GETFL) }
-        _ = try checked { fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) }
+    /// Makes `fd` non-blocking (O_NONBLOCK).
+    public static func setNonBlocking(_ fd: Int32) throws(Errno) {
+        try setStatusFlags(fd, try statusFlags(fd) | O_NONBLOCK)
+    }
+
+    /// The file status flags of `fd` (F_GETFL: O_NONBLOCK, O_APPEND, ...).
+    public static func statusFlags(_ fd: Int32) throws(Errno) -> Int32 {
+        try checked { fcntl(fd, F_GETFL) }
+    }
+
+    /// Sets the file status flags of `fd` (F_SETFL).
+    public static func setStatusFlags(_ fd: Int32, _ flags: Int32) throws(Errno) {
+        _ = try checked { fcntl(fd, F_SETFL, flags) }
     }
 }

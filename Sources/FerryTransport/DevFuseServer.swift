@@ -38,6 +38,10 @@ public final class DevFuseServer: Sendable {
     /// Set when readers must leave even though the kernel still has the connection open.
     private let abandoning = Atomic<Bool>(false)
     private let readers = Mutex<[HostThread]>([])
+    /// Each reader's kick (as its worker has it), for the abandoning stop.
+    private let readerKicks = Mutex<[@Sendable () -> Void]>([])
+    /// Readers started and not yet returned.
+    private let readersRunning = Atomic<Int>(0)
 
     public init(engine: FUSEEngine, mount: FUSEMount, threads: Int, transport: Transport = .devFuse, logger: Logger) {
         self.engine = engine
@@ -73,10 +77,17 @@ public final class DevFuseServer: Sendable {
         WakeSignal.install(WakeSignal.reader)
         for (index, fd) in descriptors.enumerated() {
             let ownDescriptor = descriptors.filter { $0 == fd }.count == 1
-            let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
-                self.serve(fd: fd, otherReaders: threads > 1, ownDescriptor: ownDescriptor)
+            readersRunning.add(1, ordering: .relaxed)
+            do {
+                let thread = try HostThread.spawn(name: "ferry-fuse-\(index)") { [self] in
+                    defer { readersRunning.subtract(1, ordering: .relaxed) }
+                    self.serve(fd: fd, otherReaders: threads > 1, ownDescriptor: ownDescriptor)
+                }
+                readers.withLock { $0.append(thread) }
+            } catch {
+                readersRunning.subtract(1, ordering: .relaxed)
+                throw error
             }
-            readers.withLock { $0.append(thread) }
         }
         onServing()
         readers.withLock { $0 }.forEach { $0.join() }
@@ -103,10 +114,16 @@ public final class DevFuseServer: Sendable {
             logger.warning("connection still open \(grace) s after unmount (files held open?); aborting it")
             mount.abortConnection()
             // Without fusectl, leave anyway: wake the readers, and closing the last /dev/fuse
-            // descriptor makes the kernel abort the connection.
+            // descriptor makes the kernel abort the connection. One signal to every reader also
+            // ends a handler's system call stuck at this point (EINTR); a kick can be lost (see
+            // InterruptibleRead), so kick until every reader has returned.
             abandoning.store(true, ordering: .relaxed)
             rings.withLock { $0 }?.stop()
             readers.withLock { $0 }.forEach { $0.signal(WakeSignal.reader) }
+            while readersRunning.load(ordering: .relaxed) > 0 {
+                readerKicks.withLock { $0 }.forEach { $0() }
+                usleep(10_000)
+            }
         }
     }
 
@@ -178,8 +195,10 @@ public final class DevFuseServer: Sendable {
         let sleepsInRead = otherReaders && ownDescriptor   // then it switches O_NONBLOCK
         let wait: RequestWait?
         var nonBlocking = !sleepsInRead
+        let blockingFlags: Int32   // the descriptor's status flags without O_NONBLOCK
         do {
-            if nonBlocking { try Host.setNonBlocking(fd) }
+            blockingFlags = try Host.statusFlags(fd) & ~O_NONBLOCK
+            if nonBlocking { try Host.setStatusFlags(fd, blockingFlags | O_NONBLOCK) }
             wait = sleepsInRead ? nil : try RequestWait(fuseFD: fd)
         } catch {
             logger.error("reader cannot wait for requests on /dev/fuse: \(error)")
@@ -187,6 +206,7 @@ public final class DevFuseServer: Sendable {
         }
         let blockingRead = InterruptibleRead()
         let kick: @Sendable () -> Void = if let wait { { wait.kick() } } else { { blockingRead.interrupt() } }
+        readerKicks.withLock { $0.append(kick) }
         let worker = engine.makeWorker(deferredReplies: { [logger] bytes in
             let written = bytes.withUnsafeBytes { DevFuseDevice.write(fd, ByteView($0)) }
             if !written { logger.error("writing a deferred reply failed: \(Errno.current)") }
@@ -206,7 +226,7 @@ public final class DevFuseServer: Sendable {
         /// Switches the descriptor between blocking and non-blocking reads when it must change.
         func setNonBlocking(_ on: Bool) -> Bool {
             guard on != nonBlocking else { return true }
-            do { try Host.setNonBlocking(fd, on) } catch {
+            do { try Host.setStatusFlags(fd, on ? blockingFlags | O_NONBLOCK : blockingFlags) } catch {
                 logger.error("reader cannot switch /dev/fuse to \(on ? "non-" : "")blocking reads: \(error)")
                 return false
             }
@@ -215,7 +235,7 @@ public final class DevFuseServer: Sendable {
         }
         var awaitData = false
         var readFirst = ReadFirstPolicy()
-        while true {
+        while !abandoning.load(ordering: .relaxed) {
             // readFirst's answer for this round, when it is asked before the replies: a reader
             // that sleeps in read(2) and has data in flight, but would not read first (the last
             // read found no request), waits for its data at once. The io_uring_enter that waits
@@ -264,8 +284,7 @@ public final class DevFuseServer: Sendable {
                 engine.stoppedWaiting(worker, request: nil)
             }
             switch result {
-            case .retry:
-                if abandoning.load(ordering: .relaxed) { return }
+            case .retry: break   // (the loop's condition notices an abandoned connection)
             case .closed: return
             case let .request(n):
                 if case let .reply(bytes) = engine.handle(buffer.view(count: n), worker: worker) {
