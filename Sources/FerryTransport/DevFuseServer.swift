@@ -184,13 +184,14 @@ public final class DevFuseServer: Sendable {
     /// connection, so this one may wait for its own data requests instead of for new requests.
     /// `ownDescriptor`: no other reader reads `fd` (a clone of its own).
     ///
-    /// Alone (or sharing its descriptor), a reader waits for requests and for its I/O completions at once, in epoll. With
-    /// other readers, one that has nothing in flight sleeps in read(2) itself, where the kernel
-    /// wakes only readers asleep in it, one per request. (A reader's epoll is also marked ready
-    /// for requests that arrive while the reader is busy; back in epoll_wait it then races the
-    /// reader the kernel woke for them: a wasted wake-up and a failed read per request.) With
-    /// data in flight it reads without blocking while requests are queued, so that many go
-    /// into one I/O submission, and otherwise waits for its completions.
+    /// Alone (or sharing its descriptor), a reader waits for requests and for its I/O
+    /// completions at once, in epoll. With other readers, one that has nothing in flight sleeps
+    /// in read(2) itself, where the kernel wakes only readers asleep in it, one per request. (A
+    /// reader's epoll is also marked ready for requests that arrive while the reader is busy;
+    /// back in epoll_wait it then races the reader the kernel woke for them: a wasted wake-up
+    /// and a failed read per request.) With data in flight it reads without blocking while
+    /// requests are queued, so that many go into one I/O submission, and otherwise waits for
+    /// its completions.
     private func serve(fd: Int32, otherReaders: Bool, ownDescriptor: Bool) {
         let sleepsInRead = otherReaders && ownDescriptor   // then it switches O_NONBLOCK
         let wait: RequestWait?
