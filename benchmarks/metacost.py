@@ -8,12 +8,13 @@ Creates N files in one directory through the mount (open O_CREAT + close), stats
 unlinks them, one at a time from one client process. For each phase it prints ops/s, the
 serving process's system calls per operation (perf stat on raw_syscalls:sys_enter; the
 tracepoint itself costs some CPU, so --no-perf measures CPU and ops/s without it) and its CPU
-per operation. --tmpfs puts SOURCE on a fresh tmpfs, so that the host file system's own work
+per operation, then that CPU by thread (reader threads `ferry-fuse-N` together, the change
+watcher `ferry-watch`, ...; threads under 0.5 µs/op left out). --tmpfs puts SOURCE on a fresh tmpfs, so that the host file system's own work
 (ext4's inode allocation after many deletions, for one) stays out of the figures.
 --profile PHASE records `perf record -g` for that phase into benchmarks/metacost-PHASE.data.
 Compare builds interleaved, several rounds: the 2-core machine is noisy.
 """
-import argparse, os, signal, subprocess, sys, time
+import argparse, collections, os, re, signal, subprocess, sys, time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
@@ -53,6 +54,20 @@ os.makedirs(mnt + "/d")
 names = [f"{mnt}/d/f{i}" for i in range(args.files)]
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread name (digits dropped: ferry-fuse-0..N count together)."""
+    by_name = collections.Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = re.sub(r"-?\d+$", "", open(f"/proc/{pid}/task/{tid}/comm").read().strip())
+            fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            by_name[name] += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue   # a thread that ended meanwhile
+    return by_name
+
+
 def phase(label, work):
     if args.profile == label:
         perf = subprocess.Popen(["perf", "record", "-g", "-o", os.path.join(here, f"metacost-{label}.data"),
@@ -63,9 +78,11 @@ def phase(label, work):
     else:
         perf = None
     time.sleep(0.5)
-    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    c0, threads0, t0 = cpu_seconds(pid), thread_cpu(pid), time.perf_counter()
     work()
     seconds, cpu = time.perf_counter() - t0, cpu_seconds(pid) - c0
+    threads = thread_cpu(pid)
+    threads.subtract(threads0)
     calls = ""
     if perf:
         time.sleep(0.2)
@@ -75,7 +92,10 @@ def phase(label, work):
             count = err.strip().splitlines()[-1].split(",")[0]
             if count.isdigit():
                 calls = f"{int(count) / args.files:5.1f} syscalls/op  "
-    print(f"{label:7s} {args.files / seconds:8.0f} ops/s  {calls}{cpu / args.files * 1e6:6.1f} us CPU/op", flush=True)
+    split = ", ".join(f"{name} {used / args.files * 1e6:.1f}" for name, used in threads.most_common()
+                      if used / args.files * 1e6 >= 0.5)
+    print(f"{label:7s} {args.files / seconds:8.0f} ops/s  {calls}{cpu / args.files * 1e6:6.1f} us CPU/op"
+          f"  ({split})", flush=True)
 
 
 phase("create", lambda: [os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644)) for name in names])
