@@ -67,11 +67,6 @@ public final class RequestWait: Sendable {
 }
 
 extension Host {
-    /// Makes `fd` non-blocking (O_NONBLOCK).
-    public static func setNonBlocking(_ fd: Int32) throws(Errno) {
-        try setStatusFlags(fd, try statusFlags(fd) | O_NONBLOCK)
-    }
-
     /// The file status flags of `fd` (F_GETFL: O_NONBLOCK, O_APPEND, ...).
     public static func statusFlags(_ fd: Int32) throws(Errno) -> Int32 {
         try checked { fcntl(fd, F_GETFL) }

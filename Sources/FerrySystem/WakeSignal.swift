@@ -4,7 +4,8 @@ import Glibc
 /// with an empty handler and without SA_RESTART. Real-time signals, so SIGUSR1 and SIGUSR2
 /// stay free for the operator (SIGUSR1 prints the counters).
 public enum WakeSignal {
-    /// Wakes /dev/fuse readers: asleep in read(2) for a lock settle (`InterruptibleRead`), or when a stopping server abandons the connection.
+    /// Wakes /dev/fuse readers: asleep in read(2) for a lock settle (`InterruptibleRead`), or
+    /// when a stopping server abandons the connection.
     public static let reader = __libc_current_sigrtmin() + 1
     /// Wakes lock waiters blocked in F_OFD_SETLKW or flock when their request is interrupted.
     public static let lockWaiter = __libc_current_sigrtmin() + 2

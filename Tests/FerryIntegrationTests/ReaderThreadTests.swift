@@ -3,7 +3,7 @@ import XCTest
 
 /// /dev/fuse reader threads (DevFuseServer): with several readers, a client that waits for
 /// each reply costs one read of /dev/fuse per request. Readers that slept in epoll each took a
-/// wake-up and a failed read per request, racing for it (README, "Request threads").
+/// wake-up and a failed read per request, racing for it (README, `--threads`; protocol/locks.md).
 final class ReaderThreadTests: XCTestCase {
     /// "reads of /dev/fuse: N found a request, M found none" from the exit log.
     private func reads(_ log: String) throws -> (found: Int, empty: Int) {
