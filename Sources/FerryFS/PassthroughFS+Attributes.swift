@@ -60,7 +60,9 @@ extension PassthroughFS {
                     try Host.truncate(file.fd.rawValue, size: Int64(size))
                 } else {
                     guard inode.type != .directory else { throw Errno(rawValue: EISDIR) }
-                    guard !inode.isSymlink else { throw Errno.invalid }
+                    // What truncate(2) says of a FIFO, device, socket or symlink; opening a
+                    // FIFO to truncate it would block the worker until a reader came.
+                    guard inode.type == .regular else { throw Errno.invalid }
                     let writable = try Host.reopen(fd, flags: HostFlags.oWrOnly)
                     defer { Host.close(writable) }
                     try Host.truncate(writable, size: Int64(size))

@@ -53,6 +53,7 @@ extension PassthroughFS {
         return try openFiles.reserving { () throws(Errno) in
             try withNode(nodeID, ctx) { (inode, fd) throws(Errno) in
                 guard !inode.isSymlink else { throw Errno.loop }
+                if inode.type != .regular && inode.type != .directory { throw refuseSpecialFile("OPEN", inode.type) }
                 let file: Int32
                 do throws(Errno) {
                     file = try Host.reopen(fd, flags: hostFlags)
@@ -85,7 +86,7 @@ extension PassthroughFS {
             try withDirectory(parent, ctx) { (_, dirFD) throws(Errno) in
                 ctx.setUmask(umask)
                 return try inodes.withRoom { (room) throws(Errno) in
-                    let file = try Host.openat(dirFD, name, flags: hostFlags, mode: mode)
+                    let file = try openToCreate(dirFD, name, flags: hostFlags, mode: mode)
                     do throws(Errno) {
                         let entry = try remember(fd: file, room: room)
                         return (entry, insertOpenFile(ctx, file, nodeID: entry.nodeID, flags: hostFlags))
@@ -96,6 +97,45 @@ extension PassthroughFS {
                 }
             }
         }
+    }
+
+    /// CREATE's open of `name`: a new file is created exclusively. A name that exists already
+    /// (the kernel asks only after a negative lookup, so someone else made it meanwhile) is
+    /// opened, as open(2) with O_CREAT would, only if it is a regular file: a FIFO's open would
+    /// block the worker until a peer came, a device's would touch the device, and the kernel
+    /// takes only a regular file from a CREATE (it turns anything else into EIO).
+    private func openToCreate(_ dirFD: Int32, _ name: CName, flags: Int32, mode: UInt32) throws(Errno) -> Int32 {
+        // Another client may delete the name between the attempts: create it again, a few times.
+        var attempts = 0
+        while true {
+            attempts += 1
+            do throws(Errno) {
+                return try Host.openat(dirFD, name, flags: flags | HostFlags.oExcl, mode: mode)
+            } catch .exists where flags & HostFlags.oExcl == 0 && attempts < 4 {}
+            let existing: OwnedFD
+            do throws(Errno) {
+                existing = OwnedFD(try Host.openat(dirFD, name, flags: PassthroughFS.pathFlags))
+            } catch .noEntry where attempts < 4 { continue }
+            let type = FileType(mode: UInt32(try stat(fd: existing.rawValue).stx_mode))
+            switch type {
+            case .regular?:
+                return try Host.reopen(existing.rawValue, flags: flags & ~(HostFlags.oCreat | HostFlags.oNoFollow))
+            case .symlink?: throw Errno.loop   // what O_CREAT|O_NOFOLLOW meets on a symlink
+            case .directory?: throw Errno(rawValue: EISDIR)
+            default: throw refuseSpecialFile("CREATE", type)
+            }
+        }
+    }
+
+    /// The error for an open or truncation of a FIFO, device or socket (`specialFileRefusals`),
+    /// with a rate-limited log line.
+    func refuseSpecialFile(_ operation: String, _ type: FileType?) -> Errno {
+        specialFileRefusals.warn { suppressed in
+            "\(operation) of a \(type.map { "\($0)" } ?? "file of unknown type") refused (EIO): the kernel opens and "
+                + "truncates only regular files through FUSE"
+                + (suppressed > 0 ? " (\(suppressed) more since the last such line)" : "")
+        }
+        return Errno.io
     }
 
     /// TMPFILE: an unnamed file in directory `parent` (O_TMPFILE); returns the entry and handle.

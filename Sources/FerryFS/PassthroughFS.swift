@@ -48,6 +48,10 @@ public final class PassthroughFS: Sendable {
     let logger: Logger
     /// Warns (rate-limited) about requests refused for their size, e.g. an oversized SETXATTR.
     let oversizedRequests: RateLimitedWarning
+    /// Warns (rate-limited) about OPEN, CREATE or truncation of a FIFO, device or socket, which
+    /// the kernel never asks for (it handles such files itself): opening a FIFO would block a
+    /// worker until a peer opened the other end, opening a device would touch it.
+    let specialFileRefusals: RateLimitedWarning
 
     static let statMask = HostFlags.statxBasicStats | HostFlags.statxMntID
     static let pathFlags = HostFlags.oPath | HostFlags.oNoFollow
@@ -58,6 +62,7 @@ public final class PassthroughFS: Sendable {
         self.options = options
         self.logger = logger
         self.oversizedRequests = RateLimitedWarning(logger: logger, intervalSeconds: ResourceBound.warningInterval)
+        self.specialFileRefusals = RateLimitedWarning(logger: logger, intervalSeconds: ResourceBound.warningInterval)
         let limits = options.limits
         self.locks = LockManager(logger: logger, waiters: ResourceBound(
             name: "blocked lock requests", limit: limits.maxLockWaiters, refusal: Errno(rawValue: ENOLCK),

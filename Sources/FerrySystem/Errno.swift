@@ -31,6 +31,7 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
     public static let notDirectory = Errno(rawValue: ENOTDIR)
     public static let noData = Errno(rawValue: ENODATA)
+    public static let exists = Errno(rawValue: EEXIST)
 }
 
 /// Runs a syscall returning -1 on failure and retries it on EINTR.

@@ -4,6 +4,7 @@ import FerryProtocol
 import FerrySystem
 import Foundation
 import Logging
+import Synchronization
 import XCTest
 
 /// Requests as raw bytes through the engine onto a scratch directory, replies checked as bytes.
@@ -165,6 +166,53 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(send(od.request(27, unique: 13, node: linkID)).error, -ENOTDIR)
         var op = Message(); op.u32(0); op.u32(0)
         XCTAssertEqual(send(op.request(14, unique: 14, node: linkID)).error, -ELOOP)
+    }
+
+    /// The kernel opens FIFOs, devices and sockets itself, never through FUSE; a guest that
+    /// sends OPEN or CREATE (or a truncating SETATTR) for one anyway gets an error at once.
+    /// Opening a FIFO without a peer blocks, so the server must not try: a helper thread opens
+    /// the FIFO's other end every second, which would release a blocked open (and fail the
+    /// test) instead of hanging it.
+    func testFIFOsAreNeverOpened() throws {
+        let fifo = source + "/pipe"
+        XCTAssertEqual(mkfifo(fifo, 0o666), 0)
+        let finished = Mutex(false)
+        let rescuer = Thread {
+            while !finished.withLock({ $0 }) {
+                sleep(1)
+                let fd = open(fifo, O_RDWR | O_NONBLOCK)   // a reader and a writer: wakes either
+                if fd >= 0 { close(fd) }
+            }
+        }
+        rescuer.start()
+        defer { finished.withLock { $0 = true } }
+        let started = Date()
+        for accessMode in [O_RDONLY, O_WRONLY, O_RDWR] {
+            var create = Message()
+            create.u32(UInt32(accessMode)); create.u32(0o644); create.u32(0o022); create.u32(0); create.name("pipe")
+            XCTAssertEqual(send(create.request(35, unique: 20, node: 1)).error, -EIO, "CREATE over a FIFO, mode \(accessMode)")
+        }
+        let entry = lookup("pipe")
+        XCTAssertEqual(entry.error, 0)
+        let node = entry.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        for accessMode in [O_RDONLY, O_WRONLY, O_RDWR] {
+            var open = Message(); open.u32(UInt32(accessMode)); open.u32(0)
+            XCTAssertEqual(send(open.request(14, unique: 21, node: node)).error, -EIO, "OPEN of a FIFO, mode \(accessMode)")
+        }
+        var truncate = Message()
+        truncate.u32(1 << 3); truncate.u32(0)                  // FATTR_SIZE
+        for _ in 0..<6 { truncate.u64(0) }                     // fh, size 0, lock owner, times
+        for _ in 0..<8 { truncate.u32(0) }
+        XCTAssertEqual(send(truncate.request(4, unique: 22, node: node)).error, -EINVAL, "truncate(2) of a FIFO")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 1, "a request waited for the FIFO's other end")
+        // A regular file is still created and opened over an existing name (O_CREAT without O_EXCL).
+        _ = FileManager.default.createFile(atPath: source + "/plain", contents: Data("x".utf8))
+        var create = Message()
+        create.u32(UInt32(O_RDWR)); create.u32(0o644); create.u32(0o022); create.u32(0); create.name("plain")
+        XCTAssertEqual(send(create.request(35, unique: 23, node: 1)).error, 0)
+        var exclusive = Message()
+        exclusive.u32(UInt32(O_RDWR | O_EXCL)); exclusive.u32(0o644); exclusive.u32(0o022); exclusive.u32(0); exclusive.name("plain")
+        XCTAssertEqual(send(exclusive.request(35, unique: 24, node: 1)).error, -EEXIST)
     }
 
     func testUnknownNodeAndHandleAreErrors() {

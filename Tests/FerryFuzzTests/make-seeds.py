@@ -44,6 +44,12 @@ seeds = {
         + req(GETLK, struct.pack("<QQQQIIII", 1, 8, 0, 99, 1, 1, 0, 0)) + req(INTERRUPT, struct.pack("<Q", 3)),
     "forget": req(FORGET, struct.pack("<Q", 1), node=5) + req(BATCH_FORGET, struct.pack("<II", 2, 0) + struct.pack("<QQ", 5, 1) * 2, node=0),
     "copy-range-tmpfile": req(TMPFILE, struct.pack("<IIII", 2, 0o600, 0, 0)) + req(COPY_FILE_RANGE, struct.pack("<QQQQQQQ", 1, 0, 1, 1, 0, 100, 0)),
+    # A FIFO made, then created over, opened and truncated: each must be refused at once (the
+    # fuzzer once found CREATE blocking in open(2) of a FIFO until its timeout).
+    "fifo-create-open": req(MKNOD, struct.pack("<IIII", 0o10644, 0, 0o022, 0) + z("q"))
+        + req(CREATE, struct.pack("<IIII", 0, 0o644, 0o022, 0) + z("q")) + req(LOOKUP, z("q"))
+        + req(OPEN, struct.pack("<II", 1, 0), node=2)
+        + req(SETATTR, struct.pack("<IIQQQQQQIIIIIIII", 0x8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), node=2),
     "bad-lengths": struct.pack("<IIQQIIIHH", 8, LOOKUP, 1, 1, 0, 0, 0, 0, 0) + struct.pack("<IIQQIIIHH", 41, 9999, 1, 1, 0, 0, 0, 0, 0) + b"x",
 }
 for name, data in seeds.items(): write("fuse-requests", name, data)
