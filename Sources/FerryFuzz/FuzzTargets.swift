@@ -27,12 +27,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The scratch directory the FUSE target serves (created at its first input).
     public static var fuseScratchDirectory: String { FuseRequestTarget.shared.source }
 
-    /// For a fuzzing process only (RLIMIT_FSIZE is process-wide and inherited): files stop
-    /// growing at 64 MiB (EFBIG, SIGXFSZ ignored), so no input can fill the disk.
-    public static func limitFileSizes() {
+    /// For a fuzzing process only (process-wide limits, inherited by children): files stop
+    /// growing at 64 MiB (EFBIG, SIGXFSZ ignored), so no input can fill the disk, and the
+    /// descriptor limit is raised as `ferry serve` raises it (the FUSE target's open files are
+    /// bounded by it, as a server's are).
+    public static func prepareFuzzingProcess() {
         var limit = rlimit(rlim_cur: 64 << 20, rlim_max: 64 << 20)
         _ = setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
         signal(SIGXFSZ, SIG_IGN)
+        DescriptorLimit.raise()
     }
 
     /// Runs one input.
@@ -66,7 +69,9 @@ func framedMessages(_ bytes: UnsafeRawBufferPointer, minimum: Int) -> [UnsafeRaw
 
 /// One engine over a scratch directory for the whole fuzzing run (a long-lived server sees
 /// one request after another). Under the fuzzer, files cannot grow beyond 64 MiB
-/// (`FuzzTarget.limitFileSizes`), so inputs cannot fill the disk.
+/// (`FuzzTarget.prepareFuzzingProcess`), so inputs cannot fill the disk; open files and inodes
+/// have a server's default bounds for the descriptor limit, so inputs that never release what
+/// they open meet ENFILE, as a guest would, instead of exhausting the process's descriptors.
 ///
 /// Node ids and file handles are numbers the server chose (handles are descriptor numbers,
 /// node ids hashes), which an input cannot guess; so small numbers in an input name what the
@@ -88,7 +93,9 @@ final class FuseRequestTarget: @unchecked Sendable {
         var logger = Logger(label: "fuzz")
         logger.logLevel = .critical
         do {
-            let fs = try PassthroughFS(source: source, options: FSOptions(), logger: logger)
+            var options = FSOptions()
+            options.limits = .defaults(descriptorLimit: DescriptorLimit.current, inodesUseDescriptors: false)
+            let fs = try PassthroughFS(source: source, options: options, logger: logger)
             engine = FUSEEngine(fs: fs, options: EngineOptions(), logger: logger)
         } catch {
             fatalError("cannot serve \(source): \(error)")

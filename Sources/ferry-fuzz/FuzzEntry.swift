@@ -32,7 +32,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             exit(2)
         }
         selected = target
-        FuzzTarget.limitFileSizes()
+        FuzzTarget.prepareFuzzingProcess()
     }
     selected!.run(UnsafeRawBufferPointer(start: data, count: size))
     return 0
