@@ -14,7 +14,6 @@ extension FUSEEngine {
         let data = worker.data
         let operation: IOOperation
         let file: OpenFileTable.OpenFile
-        var submitNow = false
         switch request.operation {
         case let .read(io):
             file = try fs.openFile(io.fh)
@@ -38,7 +37,6 @@ extension FUSEEngine {
             let fd = file.descriptor(forPageCacheWrite: pageCache)
             let cached = !file.direct || fd != file.fd.rawValue
             let offset = try hostOffset(io.offset)
-            submitNow = true   // the host clears set-id bits by the credentials of the submitting thread
             if slot.vectorPayload {
                 let vectors = slot.vectors.vectors
                 if cached || vectors.isAligned(to: FUSEEngine.directAlignment) {
@@ -68,7 +66,6 @@ extension FUSEEngine {
             guard length <= UInt64(Int64.max) else { throw Errno.invalid }
             operation = .fallocate(fd: file.fd.rawValue, mode: Int32(bitPattern: mode), offset: try hostOffset(offset),
                                    length: Int64(length))
-            submitNow = true
         default:
             preconditionFailure("not a data request")
         }
@@ -76,8 +73,11 @@ extension FUSEEngine {
         slot.unique = request.header.unique
         slot.opcode = Opcode(rawValue: request.header.opcode) ?? .read
         slot.file = file
+        // Queued: it starts with the thread's next io_uring_enter (often the one that waits for
+        // it), under the caller's credentials still (`ThreadCredentials.willChange` flushes
+        // first if they change), which a WRITE or FALLOCATE needs: the host clears set-id bits
+        // by the submitter's credentials.
         data.io.submit(operation, slot: slot.index)
-        if submitNow { data.io.flush() }
         return .submitted
     }
 

@@ -36,6 +36,8 @@ public final class Worker {
         self.notifications = notifications
         self.progress = progress
         credentials = ThreadCredentials(switching: switchCredentials)
+        // Data operations queued under one caller's identity start before the next one's.
+        credentials.willChange = { [io = data.io] in io.flush() }
         replyBuffer = MessageBuffer(capacity: options.replyBufferSize, alignedAt: FUSEABI.readPayloadOffset)
         // Its own umask, so each create applies its caller's umask (DONT_MASK) and nothing else.
         try? ThreadCredentials.unshareFilesystemContext()

@@ -13,6 +13,11 @@ public final class ThreadCredentials {
     private var gid: UInt32 = 0
     private var groups: [UInt32] = []
     private var umask: UInt32 = 0o777_777   // unknown until the first setUmask
+    /// Called just before the identity changes (in `become` and `asRoot`): the thread's I/O
+    /// engine hands the kernel what it queued, while the identity those operations were made
+    /// under is still in force. io_uring takes the submitting thread's credentials, and the
+    /// host clears a file's set-id bits on a write or fallocate only when they lack CAP_FSETID.
+    public var willChange: (() -> Void)?
 
     /// Creates the state for the calling thread; `switching` is typically `geteuid() == 0`.
     public init(switching: Bool) {
@@ -23,6 +28,7 @@ public final class ThreadCredentials {
     public func become(uid: UInt32, gid: UInt32, groups: [UInt32]) {
         guard switching else { return }
         if uid == self.uid && gid == self.gid && groups == self.groups { return }
+        willChange?()
         if groups != self.groups {
             _ = groups.withUnsafeBufferPointer { ferry_thread_setgroups($0.count, $0.baseAddress) }
         }
@@ -45,9 +51,11 @@ public final class ThreadCredentials {
     /// open_by_handle_at, in the middle of a request).
     public func asRoot<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         guard switching, uid != 0 || gid != 0 else { return try body() }
+        willChange?()
         _ = ferry_thread_setfsuid(0)
         _ = ferry_thread_setfsgid(0)
         defer {
+            willChange?()
             _ = ferry_thread_setfsgid(gid)
             _ = ferry_thread_setfsuid(uid)
         }

@@ -215,6 +215,47 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(send(exclusive.request(35, unique: 24, node: 1)).error, -EEXIST)
     }
 
+    /// A FALLOCATE (like an O_DIRECT WRITE) is queued on the io_uring engine and reaches the
+    /// kernel with a later io_uring_enter. The host clears a set-id bit only for a submitter
+    /// without CAP_FSETID, so the operation must start under its caller's credentials: a
+    /// request of another caller (here root's GETATTR) in between flushes it first. Submitted
+    /// as root, the set-user-id bit would stay.
+    func testQueuedDataOperationsStartUnderTheirCallersCredentials() throws {
+        var options = EngineOptions()
+        options.ioEngine = .uring
+        restart(options: options)
+        guard worker.completionFD != nil else { throw XCTSkip("io_uring is not available here (the sync engine ran)") }
+        let path = source + "/setuid-program"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 1, count: 4096))
+        XCTAssertEqual(chown(path, 1000, 1000), 0)
+        XCTAssertEqual(chmod(path, 0o4755), 0)
+        let entry = lookup("setuid-program")
+        XCTAssertEqual(entry.error, 0)
+        let node = entry.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        var open = Message(); open.u32(UInt32(O_WRONLY)); open.u32(0)
+        let opened = send(open.request(14, unique: 30, node: node, uid: 1000))
+        XCTAssertEqual(opened.error, 0)
+        let fh = opened.body.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        var allocate = Message(); allocate.u64(fh); allocate.u64(0); allocate.u64(8192); allocate.u32(0); allocate.u32(0)
+        let queued = allocate.request(43, unique: 31, node: node, uid: 1000).withUnsafeBytes {
+            engine.handle(ByteView($0), worker: worker)
+        }
+        guard case .noReply = queued else { return XCTFail("FALLOCATE was answered before its I/O completed") }
+        var getattr = Message(); getattr.u32(0); getattr.u32(0); getattr.u64(0)
+        XCTAssertEqual(send(getattr.request(3, unique: 32, node: 1)).error, 0)   // as root
+        var replies: [Int32] = []
+        while worker.dataInFlight > 0 {
+            _ = engine.completeData(worker, wait: true) { reply in
+                replies.append(reply.load(Int32.self, at: 4) ?? 1)
+                return true
+            }
+        }
+        XCTAssertEqual(replies, [0])
+        let host = try FileManager.default.attributesOfItem(atPath: path)
+        XCTAssertEqual(host[.size] as? Int, 8192, "the FALLOCATE did not run")
+        XCTAssertEqual(host[.posixPermissions] as? Int, 0o755, "the set-user-id bit survived: the FALLOCATE ran as root")
+    }
+
     func testUnknownNodeAndHandleAreErrors() {
         XCTAssertEqual(lookup("x", parent: 999_999).error, -ESTALE)
         var r = Message(); r.u64(123_456); r.u64(0); r.u32(10); r.u32(0); r.u64(0); r.u32(0); r.u32(0)
