@@ -19,6 +19,14 @@ import Synchronization
 /// 4 KiB writes per second than pwrite here). O_DIRECT writes, reads, fsync and fallocate go
 /// through the ring.
 ///
+/// An operation submitted while nothing else is in flight is held back from the ring until the
+/// thread either flushes (it goes on to other work: the operation joins the ring) or waits for
+/// it alone (`reap(wait: true)`): then the thread runs it itself with the plain syscall, as the
+/// sync engine would. The thread waits either way, and io_uring would only add a hop: an
+/// O_DIRECT write's completion runs in a kernel worker (ext4 and iomap finish async direct
+/// writes in a workqueue) before it wakes the thread, and fsync and fallocate always run in an
+/// io-wq worker. Measured at queue depth 1 (protocol/io-core.md, "Waiting for one operation").
+///
 /// An engine made by `SharedRing.makeEngine` uses that ring (a FUSE queue's) instead of its
 /// own: its operations are tagged apart from the owner's commands, it has no eventfd (the
 /// owner sleeps on the ring itself), and `reap(wait: false)` submits nothing: what it prepared
@@ -46,6 +54,9 @@ public final class UringIOEngine: IOEngine {
     private var settled: [IOCompletion] = []
     /// Eventfds `sleep` polls through the engine's own ring.
     private var polls = EventPolls()
+    /// The operation submitted while nothing else was in flight, not yet in the ring (only on
+    /// the engine's own ring): run at once by a `reap(wait: true)` that would wait for it alone.
+    private var heldBack: Int?
 
     public init(depth: Int) throws(Errno) {
         self.depth = depth
@@ -94,7 +105,29 @@ public final class UringIOEngine: IOEngine {
         }
         operations[slot] = operation
         written[slot] = 0
+        if shared == nil && inFlight == 1 {
+            heldBack = slot
+            return
+        }
+        releaseHeldBack()   // first: the ring starts operations in the order they came
         enqueue(operation, slot: slot)
+    }
+
+    /// Puts the held-back operation into the ring (not yet submitted).
+    private func releaseHeldBack() {
+        guard let slot = heldBack, let operation = operations[slot] else { return }
+        heldBack = nil
+        enqueue(operation, slot: slot)
+    }
+
+    /// Runs the held-back operation on this thread with the plain syscall, when it is the only
+    /// operation in flight, and hands its completion to `body` (unless it continues in the
+    /// ring: a short write, EINTR). False when there was no such operation.
+    private func runHeldBackAlone(_ body: (IOCompletion) -> Void) -> Bool {
+        guard let slot = heldBack, inFlight == 1, let operation = operations[slot] else { return false }
+        heldBack = nil
+        if let done = finish(slot: slot, result: SyncIOEngine.run(operation)) { body(done) }
+        return true
     }
 
     private func enqueue(_ operation: IOOperation, slot: Int) {
@@ -106,6 +139,7 @@ public final class UringIOEngine: IOEngine {
     }
 
     public func flush() {
+        releaseHeldBack()
         while ring.unsubmitted > 0 {
             switch ring.submit() {
             case .success: continue
@@ -141,6 +175,11 @@ public final class UringIOEngine: IOEngine {
                 if shared == nil { flush() }   // continuations prepared by `finish`
                 return delivered
             }
+            if runHeldBackAlone({ done in
+                delivered += 1
+                body(done)
+            }) { continue }
+            releaseHeldBack()
             ring.submitAndWait()   // what is queued starts, and the thread sleeps: one io_uring_enter
         }
     }
@@ -187,6 +226,7 @@ public final class UringIOEngine: IOEngine {
 
     public func sleep(untilCompletionOrSignal eventFDs: [Int32]) -> [Int32] {
         precondition(shared == nil, "an engine on a shared ring sleeps in its owner's ring")
+        releaseHeldBack()
         for fd in eventFDs where !polls.isArmed(fd) {
             if !ring.preparePoll(fd: fd, tag: EventPolls.tag(of: fd)) {
                 flush()
