@@ -31,9 +31,10 @@ public protocol IOEngine: AnyObject {
     /// the next `reap`, completions signal; otherwise they need not (an operation that completes
     /// while the thread is busy anyway costs no wake-up).
     func prepareToSleep() -> Bool
-    /// Starts every queued operation and hands every completion that is ready to `body`; with
+    /// Starts the queued operations and hands every completion that is ready to `body`; with
     /// `wait`, first waits until at least one is ready (if anything is in flight). Returns how
-    /// many were handed over.
+    /// many were handed over. (The io_uring engine keeps a lone operation held back until a
+    /// wait runs it or a `flush` starts it: `UringIOEngine`.)
     @discardableResult
     func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int
     /// Sleeps until a completion is ready or one of `eventFDs` (non-blocking eventfds) is

@@ -140,6 +140,12 @@ public final class UringIOEngine: IOEngine {
 
     public func flush() {
         releaseHeldBack()
+        submitPrepared()
+    }
+
+    /// Hands the kernel what is in the ring, leaving a held-back operation held: a thread that
+    /// only looks for completions (`reap(wait: false)`) may still wait for it alone next.
+    private func submitPrepared() {
         while ring.unsubmitted > 0 {
             switch ring.submit() {
             case .success: continue
@@ -165,14 +171,14 @@ public final class UringIOEngine: IOEngine {
     @discardableResult
     public func reap(wait: Bool, _ body: (IOCompletion) -> Void) -> Int {
         guard wait else {
-            if shared == nil { flush() }
+            if shared == nil { submitPrepared() }
             return collect(body)
         }
         var delivered = 0
         while true {
             delivered += collect(body)
             if delivered > 0 || inFlight == 0 {
-                if shared == nil { flush() }   // continuations prepared by `finish`
+                if shared == nil { submitPrepared() }   // continuations prepared by `finish`
                 return delivered
             }
             if runHeldBackAlone({ done in
